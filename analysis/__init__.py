@@ -1,0 +1,1 @@
+"""Analysis: load stores into pandas, extract optima, fit scaling laws, draw figures."""

@@ -1,0 +1,1 @@
+"""Train one run: models, parametrizations, optimizers, norms, data, the training loop."""

@@ -1,0 +1,376 @@
+"""Frozen dataclass configs for one training run, loaded from JSON/YAML with dotted overrides.
+
+A `Config` has five sections: model, param (parametrization), optim, data, run. Every field is
+validated on construction; errors are `ConfigError`s that name the dotted field
+(e.g. "model.n_heads=3 must divide model.width=128").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from scaling.specs import ROLES
+
+
+class ConfigError(ValueError):
+    """Invalid user input; the message names the field or file. The CLI exits with status 2."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerRole:
+    """One value per parameter role (embedding, hidden, output, vector)."""
+
+    embedding: float = 1.0
+    hidden: float = 1.0
+    output: float = 1.0
+    vector: float = 1.0
+
+    def get(self, role: str) -> float:
+        return getattr(self, role)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerRoleNorm:
+    """Scion's norm per role (see scaling.norms / notes/optimizers.md section 4)."""
+
+    embedding: str = "colnorm"
+    hidden: str = "spectral"
+    output: str = "sign"
+    vector: str = "bias_rms"
+
+    def get(self, role: str) -> str:
+        return getattr(self, role)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "transformer"  # transformer | mlp
+    vocab_size: int = 256
+    width: int = 128  # d_model (transformer) / embedding and hidden width (mlp)
+    depth: int = 4  # transformer blocks / mlp hidden layers
+    n_heads: int = 4
+    head_dim: int = 0  # 0 -> width // n_heads
+    mlp_ratio: float = 4.0  # hidden size of the MLP block = round(mlp_ratio * width)
+    mlp: str = "swiglu"  # swiglu | gelu
+    context: int = 128  # sequence length seen by the model
+    window: int = 8  # mlp kind: how many previous tokens the MLP LM sees
+    norm_gain: bool = True  # RMSNorm with a learned gain (a "vector" parameter)
+    norm_everywhere: bool = False  # parameter-free RMSNorm before every linear, QK-norm included
+    norm_eps: float = 1e-6
+    attn_scale: str = "sqrt"  # sqrt: 1/sqrt(d_head); inverse: 1/d_head
+    rope_theta: float = 10_000.0
+    tie_embeddings: bool = False
+    residual_out_init: bool = False  # scale residual-output projections' init by 1/sqrt(2L)
+
+    def __post_init__(self):
+        _check(self.kind in ("transformer", "mlp"), f"model.kind={self.kind!r} must be 'transformer' or 'mlp'")
+        for name in ("vocab_size", "width", "depth", "n_heads", "context", "window"):
+            v = getattr(self, name)
+            _check(v > 0, f"model.{name}={v} must be positive")
+        _check(self.head_dim >= 0, f"model.head_dim={self.head_dim} must be >= 0 (0 means width // n_heads)")
+        _check(self.mlp_ratio > 0, f"model.mlp_ratio={self.mlp_ratio} must be positive")
+        _check(self.mlp in ("swiglu", "gelu"), f"model.mlp={self.mlp!r} must be 'swiglu' or 'gelu'")
+        _check(self.attn_scale in ("sqrt", "inverse"), f"model.attn_scale={self.attn_scale!r} must be 'sqrt' or 'inverse'")
+        _check(self.norm_eps > 0, f"model.norm_eps={self.norm_eps} must be positive")
+        if self.kind == "transformer" and self.head_dim == 0:
+            _check(self.width % self.n_heads == 0,
+                   f"model.n_heads={self.n_heads} must divide model.width={self.width} (or set model.head_dim)")
+        if self.kind == "transformer":
+            _check(self.d_head % 2 == 0, f"model head dimension {self.d_head} must be even for RoPE")
+
+    @property
+    def d_head(self) -> int:
+        return self.head_dim or self.width // self.n_heads
+
+    @property
+    def d_ff(self) -> int:
+        return max(1, round(self.mlp_ratio * self.width))
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamConfig:
+    """Parametrization: init scales, forward multipliers and per-role lr multipliers from specs."""
+
+    kind: str = "sp"  # sp | mup | spectral
+    base_width: int = 0  # muP base width (0 -> the model's own width: muP == SP exactly)
+    init_std: float = 0.02  # SP/muP std of hidden and output matrices at the base width (0 -> 1/sqrt(fan_in))
+    embed_std: float = 1.0  # std of embedding entries (token vectors of RMS ~embed_std)
+    output_zero_init: bool = False
+    lr_mult: PerRole = PerRole()  # free per-role learning-rate multipliers, applied on top of the rule
+
+    def __post_init__(self):
+        _check(self.kind in ("sp", "mup", "spectral"), f"param.kind={self.kind!r} must be one of sp, mup, spectral")
+        _check(self.base_width >= 0, f"param.base_width={self.base_width} must be >= 0")
+        _check(self.init_std >= 0, f"param.init_std={self.init_std} must be >= 0")
+        _check(self.embed_std > 0, f"param.embed_std={self.embed_std} must be positive")
+        for r in ROLES:
+            v = self.lr_mult.get(r)
+            _check(v >= 0, f"param.lr_mult.{r}={v} must be >= 0")
+
+
+OPTIMIZERS = ("adamw", "sgd", "lion", "tiger", "muon", "scion", "manifold_muon")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    name: str = "adamw"
+    lr: float = 3e-3
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # lr-coupled (optax semantics): shrink 1 - lr_leaf * wd_leaf per step
+    decay_roles: tuple[str, ...] = ("embedding", "hidden", "output")  # vectors are not decayed by default
+    # Muon / Scion / manifold Muon
+    momentum: float = 0.95  # Muon's beta
+    nesterov: bool = True
+    ns_steps: int = 5
+    ns_coeffs: str = "muon"  # muon | polar_express
+    shape_scale: str = "keller"  # keller | moonlight | spectral
+    fallback_lr: float = 0.0  # lr of the AdamW fallback for non-hidden roles (0 -> lr)
+    # Scion
+    constrained: bool = False
+    alpha: float = 0.1  # Scion momentum as gradient averaging: d <- (1-alpha) d + alpha g; 1 = off
+    norms: PerRoleNorm = PerRoleNorm()
+    radius: PerRole = PerRole()
+    # Lion / Tiger: the embedding role uses AdamW by default (sign-update row drift; notes section 2)
+    embedding_fallback: str = "adamw"  # adamw | lazy | none
+
+    def __post_init__(self):
+        _check(self.name in OPTIMIZERS, f"optim.name={self.name!r} is not one of {', '.join(OPTIMIZERS)}")
+        _check(self.lr >= 0, f"optim.lr={self.lr} must be >= 0")
+        for name in ("b1", "b2", "momentum"):
+            v = getattr(self, name)
+            _check(0 <= v < 1, f"optim.{name}={v} must be in [0, 1)")
+        _check(0 < self.alpha <= 1, f"optim.alpha={self.alpha} must be in (0, 1] (Scion: 1 means no momentum)")
+        _check(self.eps >= 0, f"optim.eps={self.eps} must be >= 0")
+        _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
+        for r in self.decay_roles:
+            _check(r in ROLES, f"optim.decay_roles contains unknown role {r!r} (roles: {', '.join(ROLES)})")
+        _check(self.ns_steps > 0, f"optim.ns_steps={self.ns_steps} must be positive")
+        _check(self.ns_coeffs in ("muon", "polar_express"), f"optim.ns_coeffs={self.ns_coeffs!r} must be 'muon' or 'polar_express'")
+        _check(self.shape_scale in ("keller", "moonlight", "spectral"),
+               f"optim.shape_scale={self.shape_scale!r} must be one of keller, moonlight, spectral")
+        _check(self.fallback_lr >= 0, f"optim.fallback_lr={self.fallback_lr} must be >= 0")
+        _check(self.embedding_fallback in ("adamw", "lazy", "none"),
+               f"optim.embedding_fallback={self.embedding_fallback!r} must be one of adamw, lazy, none")
+        norms = ("spectral", "colnorm", "rownorm", "sign", "bias_rms")
+        for r in ROLES:
+            _check(self.norms.get(r) in norms, f"optim.norms.{r}={self.norms.get(r)!r} is not one of {', '.join(norms)}")
+            _check(self.radius.get(r) > 0, f"optim.radius.{r}={self.radius.get(r)} must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: str = "shakespeare"  # shakespeare | file | synthetic
+    path: str = ""  # file source: a .bin token memmap (uint16/uint32) or a text file (bytes)
+    dtype: str = "uint16"  # .bin element type
+    val_fraction: float = 0.1  # file source: the last fraction of tokens is validation
+
+    def __post_init__(self):
+        _check(self.source in ("shakespeare", "file", "synthetic"),
+               f"data.source={self.source!r} must be one of shakespeare, file, synthetic")
+        _check(self.dtype in ("uint16", "uint32"), f"data.dtype={self.dtype!r} must be uint16 or uint32")
+        _check(0 < self.val_fraction < 1, f"data.val_fraction={self.val_fraction} must be in (0, 1)")
+        if self.source == "file":
+            _check(bool(self.path), "data.path must be set when data.source='file'")
+            p = Path(self.path)
+            _check(p.is_file(), f"data.path={self.path!r}: no such file")
+            try:
+                with open(p, "rb") as f:
+                    f.read(1)
+            except OSError as e:
+                raise ConfigError(f"data.path={self.path!r} is unreadable: {e}") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    steps: int = 200
+    batch_size: int = 32
+    seed: int = 0  # parameter init
+    data_seed: int = 0  # batches are a pure function of (data_seed, step)
+    schedule: str = "constant"  # constant | warmup | wsd | cosine
+    warmup_steps: int = 0
+    decay_frac: float = 0.2  # wsd: the last fraction of steps decays linearly to 0
+    grad_clip: float = 0.0  # global-norm clip (0 = off)
+    compute_dtype: str = "float32"  # float32 | bfloat16 (parameters stay float32)
+    log_every: int = 10
+    norms_every: int = 0  # operator-norm logging interval (0 -> log_every)
+    eval_per_octave: int = 2  # validation at round(2^(j/k)) steps (and the last step)
+    eval_batches: int = 4
+    checkpoint_every: int = 100  # steps (0 = only at the end)
+    diverge_factor: float = 2.0  # loss > factor * initial loss -> diverged
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "eval_per_octave", "eval_batches"):
+            v = getattr(self, name)
+            _check(v > 0, f"run.{name}={v} must be positive")
+        for name in ("warmup_steps", "checkpoint_every", "norms_every"):
+            v = getattr(self, name)
+            _check(v >= 0, f"run.{name}={v} must be >= 0")
+        _check(self.schedule in ("constant", "warmup", "wsd", "cosine"),
+               f"run.schedule={self.schedule!r} must be one of constant, warmup, wsd, cosine")
+        _check(0 <= self.decay_frac <= 1, f"run.decay_frac={self.decay_frac} must be in [0, 1]")
+        _check(self.grad_clip >= 0, f"run.grad_clip={self.grad_clip} must be >= 0")
+        _check(self.compute_dtype in ("float32", "bfloat16"), f"run.compute_dtype={self.compute_dtype!r} must be float32 or bfloat16")
+        _check(self.diverge_factor > 1, f"run.diverge_factor={self.diverge_factor} must be > 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    param: ParamConfig = ParamConfig()
+    optim: OptimConfig = OptimConfig()
+    data: DataConfig = DataConfig()
+    run: RunConfig = RunConfig()
+
+    def __post_init__(self):
+        m = self.model
+        if self.param.base_width:
+            _check(self.param.kind != "sp" or self.param.base_width == m.width,
+                   f"param.base_width={self.param.base_width} only applies to param.kind='mup'")
+        if m.kind == "mlp":
+            _check(m.window <= m.context, f"model.window={m.window} must be <= model.context={m.context}")
+
+
+# ---------------------------------------------------------------- dict <-> dataclass
+
+
+def to_dict(cfg: Any) -> dict:
+    """Nested plain dict (tuples become lists), JSON-serialisable."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(value: Any, tp: Any, field: str) -> Any:
+    """Coerce a JSON/YAML/CLI value to the annotated type, or raise ConfigError naming the field."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{field} must be a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, prefix=field + ".")
+    if origin is tuple:
+        (elem,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{field} must be a list, got {value!r}")
+        return tuple(_coerce(v, elem, f"{field}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], field)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{field} must be a boolean, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{field} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                f = float(value)
+            except ValueError:
+                raise ConfigError(f"{field} must be an integer, got {value!r}") from None
+            if f.is_integer():
+                return int(f)
+        raise ConfigError(f"{field} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{field} must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{field} must be a number, got {value!r}") from None
+        raise ConfigError(f"{field} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{field} must be a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build a (nested) config dataclass from a dict, rejecting unknown keys by dotted name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config field {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - from_dict passes only known names
+        raise ConfigError(f"{prefix}: {e}") from e
+
+
+def apply_overrides(data: dict, overrides: list[str] | dict) -> dict:
+    """Set dotted keys ("optim.lr=1e-3" or {"optim.lr": 1e-3}) in a nested dict (copied)."""
+    out = json.loads(json.dumps(data))
+    items = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in overrides)
+    for key, value in items:
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key}: {p} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. optim.lr=1e-3)")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)  # numbers, booleans, lists; fall back to the raw string
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def load_file(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"config file {str(p)!r} is unreadable: {e}") from e
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+        raise ConfigError(f"config file {str(p)!r} does not parse: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict = ()) -> Config:
+    data = load_file(path) if path else {}
+    return from_dict(Config, apply_overrides(data, overrides or []))

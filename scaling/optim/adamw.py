@@ -1,0 +1,30 @@
+"""AdamW with per-leaf lr multipliers from the parametrization (notes/optimizers.md section 1).
+
+theta <- theta - lr_t * (mult_leaf * m_hat / (sqrt(v_hat) + eps) + wd * theta)   (decayed roles only)
+With every multiplier 1 this is exactly optax.adamw(lr_t, b1, b2, eps, wd, mask).
+"""
+
+from __future__ import annotations
+
+import optax
+
+from scaling.optim.common import add_decay, apply_lr, scale_per_leaf
+
+
+def build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+        scale_per_leaf(lr_mults),
+        add_decay(cfg.weight_decay, specs, cfg.decay_roles),
+        apply_lr(cfg.lr, schedule),
+    )
+
+
+def build_sgd(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
+    """SGD with heavy-ball momentum b1 (0 = plain SGD); the muP SGD column applies to it."""
+    return optax.chain(
+        optax.trace(decay=cfg.b1) if cfg.b1 > 0 else optax.identity(),
+        scale_per_leaf(lr_mults),
+        add_decay(cfg.weight_decay, specs, cfg.decay_roles),
+        apply_lr(cfg.lr, schedule),
+    )

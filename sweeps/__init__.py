@@ -1,0 +1,1 @@
+"""Sweeps: the sweep language, the run store, workers and executors, experiment files."""
