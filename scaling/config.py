@@ -101,7 +101,7 @@ class ModelConfig:
 class ParamConfig:
     """Parametrization: init scales, forward multipliers and per-role lr multipliers from specs."""
 
-    kind: str = "sp"  # sp | mup | spectral
+    kind: str = "sp"  # sp | mup | spectral | scion (Scion's boundary init from optim.norms/radius)
     base_width: int = 0  # muP base width (0 -> the model's own width: muP == SP exactly)
     init_std: float = 0.02  # SP/muP std of hidden and output matrices at the base width (0 -> 1/sqrt(fan_in))
     embed_std: float = 1.0  # std of embedding entries (token vectors of RMS ~embed_std)
@@ -109,7 +109,8 @@ class ParamConfig:
     lr_mult: PerRole = PerRole()  # free per-role learning-rate multipliers, applied on top of the rule
 
     def __post_init__(self):
-        _check(self.kind in ("sp", "mup", "spectral"), f"param.kind={self.kind!r} must be one of sp, mup, spectral")
+        _check(self.kind in ("sp", "mup", "spectral", "scion"),
+               f"param.kind={self.kind!r} must be one of sp, mup, spectral, scion")
         _check(self.base_width >= 0, f"param.base_width={self.base_width} must be >= 0")
         _check(self.init_std >= 0, f"param.init_std={self.init_std} must be >= 0")
         _check(self.embed_std > 0, f"param.embed_std={self.embed_std} must be positive")
@@ -135,6 +136,7 @@ class OptimConfig:
     nesterov: bool = True
     ns_steps: int = 5
     ns_coeffs: str = "muon"  # muon | polar_express
+    ns_dtype: str = "float32"  # float32 | bfloat16: the Newton-Schulz iteration's dtype (Keller uses bf16)
     shape_scale: str = "keller"  # keller | moonlight | spectral
     fallback_lr: float = 0.0  # lr of the AdamW fallback for non-hidden roles (0 -> lr)
     # Scion
@@ -142,8 +144,11 @@ class OptimConfig:
     alpha: float = 0.1  # Scion momentum as gradient averaging: d <- (1-alpha) d + alpha g; 1 = off
     norms: PerRoleNorm = PerRoleNorm()
     radius: PerRole = PerRole()
-    # Lion / Tiger: the embedding role uses AdamW by default (sign-update row drift; notes section 2)
+    # Lion / Tiger (tiger uses b1 as its single beta): the embedding role uses AdamW by default
+    # (sign-update row drift; notes section 2)
     embedding_fallback: str = "adamw"  # adamw | lazy | none
+    # manifold Muon: iterations of dual ascent for the tangent direction (early stop at tolerance 1e-6)
+    dual_steps: int = 100
 
     def __post_init__(self):
         _check(self.name in OPTIMIZERS, f"optim.name={self.name!r} is not one of {', '.join(OPTIMIZERS)}")
@@ -163,10 +168,21 @@ class OptimConfig:
         _check(self.fallback_lr >= 0, f"optim.fallback_lr={self.fallback_lr} must be >= 0")
         _check(self.embedding_fallback in ("adamw", "lazy", "none"),
                f"optim.embedding_fallback={self.embedding_fallback!r} must be one of adamw, lazy, none")
+        _check(self.ns_dtype in ("float32", "bfloat16"), f"optim.ns_dtype={self.ns_dtype!r} must be float32 or bfloat16")
+        _check(self.dual_steps > 0, f"optim.dual_steps={self.dual_steps} must be positive")
         norms = ("spectral", "colnorm", "rownorm", "sign", "bias_rms")
         for r in ROLES:
             _check(self.norms.get(r) in norms, f"optim.norms.{r}={self.norms.get(r)!r} is not one of {', '.join(norms)}")
             _check(self.radius.get(r) > 0, f"optim.radius.{r}={self.radius.get(r)} must be positive")
+        vector_norms, matrix_norms = ("bias_rms", "sign"), ("spectral", "colnorm", "rownorm", "sign")
+        _check(self.norms.vector in vector_norms,
+               f"optim.norms.vector={self.norms.vector!r} must be one of {', '.join(vector_norms)} (vectors have no matrix norm)")
+        for r in ("embedding", "hidden", "output"):
+            _check(self.norms.get(r) in matrix_norms,
+                   f"optim.norms.{r}={self.norms.get(r)!r} must be a matrix norm: one of {', '.join(matrix_norms)}")
+        _check(not (self.name == "scion" and self.constrained and self.weight_decay > 0),
+               f"optim.weight_decay={self.weight_decay} must be 0 with optim.constrained=true "
+               "(constrained Scion already decays: W <- (1 - lr) W - lr * radius * lmo)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,8 +252,8 @@ class Config:
     def __post_init__(self):
         m = self.model
         if self.param.base_width:
-            _check(self.param.kind != "sp" or self.param.base_width == m.width,
-                   f"param.base_width={self.param.base_width} only applies to param.kind='mup'")
+            _check(self.param.kind in ("mup", "spectral") or self.param.base_width == m.width,
+                   f"param.base_width={self.param.base_width} only applies to param.kind='mup' or 'spectral'")
         if m.kind == "mlp":
             _check(m.window <= m.context, f"model.window={m.window} must be <= model.context={m.context}")
 

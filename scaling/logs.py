@@ -1,0 +1,84 @@
+"""Run-directory files: metrics.jsonl (append-only, repaired on resume) and atomic JSON writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over the target."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True, allow_nan=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: str | Path) -> tuple[list[dict], list[int]]:
+    """Parsed rows and the 1-based numbers of lines that are not valid JSON objects with a step."""
+    rows, bad = [], []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return [], []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(i)
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        else:
+            bad.append(i)
+    return rows, bad
+
+
+def _clean(v: Any) -> Any:
+    """JSON has no NaN/inf: write them as strings so every line stays standard JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per logged step, flushed per line."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file = None
+
+    def restart_at(self, step: int) -> list[dict]:
+        """Keep the valid rows with row.step <= step (the checkpoint), drop the rest, and reopen for
+        appending. Corrupt lines (a crash mid-write) are reported with the path and dropped."""
+        rows, bad = read_jsonl(self.path)
+        if bad:
+            warnings.warn(f"{self.path}: dropped {len(bad)} corrupt line(s) (line {bad[0]} first)", stacklevel=2)
+        kept = [r for r in rows if r["step"] <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w") as f:
+            for r in kept:
+                f.write(json.dumps(r, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "a")
+        return kept
+
+    def append(self, row: dict) -> None:
+        self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}, sort_keys=True) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

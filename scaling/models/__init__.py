@@ -1,0 +1,67 @@
+"""Functional models: `init(cfg, key, param) -> (params, specs)`, `apply(cfg, params, tokens, param=...)`.
+
+Two kinds share one contract: a Llama-style transformer and a small MLP language model. Each model
+module declares `param_specs(cfg)` (shapes and roles only); values come from the parametrization,
+which reads nothing but the specs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from scaling import parametrization
+from scaling.config import ModelConfig, OptimConfig, ParamConfig
+from scaling.models import mlp, transformer
+from scaling.specs import ParamSpec
+
+_KINDS = {"transformer": transformer, "mlp": mlp}
+
+
+def param_specs(cfg: ModelConfig, param: ParamConfig = ParamConfig()) -> dict:
+    """Specs with the base model's fan_in/fan_out attached (for muP width ratios)."""
+    module = _KINDS[cfg.kind]
+    specs = module.param_specs(cfg)
+    base = parametrization.base_model_config(cfg, param)
+    return parametrization.attach_base(specs, module.param_specs(base))
+
+
+def init(cfg: ModelConfig, key: jax.Array, param: ParamConfig = ParamConfig(),
+         optim: OptimConfig | None = None) -> tuple[dict, dict]:
+    specs = param_specs(cfg, param)
+    return parametrization.init_params(specs, key, param, cfg.depth, optim), specs
+
+
+def apply(cfg: ModelConfig, params: dict, tokens_BxT: jax.Array, *, param: ParamConfig = ParamConfig(),
+          compute_dtype=None, return_activations: bool = False):
+    mult = parametrization.forward_multipliers(cfg, param)
+    return _KINDS[cfg.kind].apply(cfg, params, tokens_BxT, mult, compute_dtype=compute_dtype,
+                                  return_activations=return_activations)
+
+
+def loss_fn(cfg: ModelConfig, params: dict, tokens_BxT1: jax.Array, *, param: ParamConfig = ParamConfig(),
+            compute_dtype=None) -> jax.Array:
+    """Mean next-token cross-entropy (nats) of a (B, T+1) token batch."""
+    logits_BxTxV = apply(cfg, params, tokens_BxT1[:, :-1], param=param, compute_dtype=compute_dtype)
+    logp_BxTxV = jax.nn.log_softmax(logits_BxTxV, axis=-1)
+    nll_BxT = -jnp.take_along_axis(logp_BxTxV, tokens_BxT1[:, 1:, None], axis=-1)[..., 0]
+    return jnp.mean(nll_BxT)
+
+
+def count_params(specs: Any) -> dict:
+    leaves = jax.tree_util.tree_leaves(specs, is_leaf=lambda x: isinstance(x, ParamSpec))
+    total = sum(math.prod(s.shape) for s in leaves)
+    embedding = sum(math.prod(s.shape) for s in leaves if s.role == "embedding")
+    matmul = sum(math.prod(s.shape) for s in leaves if s.role in ("hidden", "output"))
+    return {"n_params": total, "n_params_nonembedding": total - embedding, "n_params_matmul": matmul}
+
+
+def flops_per_token(cfg: ModelConfig, specs: Any) -> float:
+    """Training FLOPs per token (forward + backward), counting matmuls; tied readouts count once more."""
+    n = count_params(specs)["n_params_matmul"]
+    if cfg.tie_embeddings:
+        n += cfg.vocab_size * cfg.width
+    return _KINDS[cfg.kind].count_flops_per_token(cfg, n)

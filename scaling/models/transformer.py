@@ -1,0 +1,111 @@
+"""A Llama-style decoder-only transformer as pure functions over a dict of stacked parameters.
+
+Blocks are stacked along a leading L axis and run with `lax.scan` (one compiled block, fast
+compiles). Pre-norm RMSNorm, RoPE, causal multi-head attention, SwiGLU or GELU MLP, no biases.
+`norm_everywhere` adds a parameter-free RMSNorm before every linear layer (QK-norm, V-norm, O-norm,
+MLP-norm), as in Filatov et al., "Optimal Scaling Needs Optimal Norm" (arXiv 2510.03871) §3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from scaling.config import ModelConfig
+from scaling.models.layers import apply_rope, cast, embed_tokens, matrix_spec, rms_norm, rope_tables, vector_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Multipliers:
+    """Forward multipliers set by the parametrization (scalars, width-dependent under muP)."""
+
+    attn: float  # attention logits scale
+    output: float = 1.0  # logits multiplier (muP Table 8 form, used with tied embeddings)
+
+
+def param_specs(cfg: ModelConfig) -> dict:
+    D, L, V, F = cfg.width, cfg.depth, cfg.vocab_size, cfg.d_ff
+    HK = cfg.n_heads * cfg.d_head
+    gains = cfg.norm_gain
+    blocks = {
+        "wq": matrix_spec((L, D, HK), "hidden", ("layers", "embed", "heads")),
+        "wk": matrix_spec((L, D, HK), "hidden", ("layers", "embed", "heads")),
+        "wv": matrix_spec((L, D, HK), "hidden", ("layers", "embed", "heads")),
+        "wo": matrix_spec((L, HK, D), "hidden", ("layers", "heads", "embed"), residual_out=True),
+        "w_out": matrix_spec((L, F, D), "hidden", ("layers", "mlp", "embed"), residual_out=True),
+    }
+    if cfg.mlp == "swiglu":
+        blocks["w_gate"] = matrix_spec((L, D, F), "hidden", ("layers", "embed", "mlp"))
+        blocks["w_up"] = matrix_spec((L, D, F), "hidden", ("layers", "embed", "mlp"))
+    else:
+        blocks["w_up"] = matrix_spec((L, D, F), "hidden", ("layers", "embed", "mlp"))
+    if gains:
+        blocks["attn_gain"] = vector_spec((L, D), ("layers", "embed"), 1.0)
+        blocks["mlp_gain"] = vector_spec((L, D), ("layers", "embed"), 1.0)
+    specs = {"embed": matrix_spec((V, D), "embedding", ("vocab", "embed")), "blocks": blocks}
+    if gains:
+        specs["final_gain"] = vector_spec((D,), ("embed",), 1.0)
+    if not cfg.tie_embeddings:
+        specs["unembed"] = matrix_spec((D, V), "output", ("embed", "vocab"))
+    return specs
+
+
+def apply(cfg: ModelConfig, params: dict, tokens_BxT: jax.Array, mult: Multipliers, *,
+          compute_dtype=None, return_activations: bool = False):
+    """Logits (B, T, V) in float32; with return_activations also a dict of per-layer activations."""
+    B, T = tokens_BxT.shape
+    H, K, eps = cfg.n_heads, cfg.d_head, cfg.norm_eps
+    extra_norm = cfg.norm_everywhere
+    cos_TxK2, sin_TxK2 = rope_tables(T, K, cfg.rope_theta)
+    # Additive causal mask, built once: cheaper on CPU than a select inside every layer.
+    mask_TxT = jnp.where(jnp.tril(jnp.ones((T, T), bool)), 0.0, -1e30).astype(jnp.float32)
+
+    def maybe_norm(x):
+        return rms_norm(x, None, eps) if extra_norm else x
+
+    def block(x_BxTxD, p):
+        gain = (lambda name: p[name]) if cfg.norm_gain else (lambda name: None)
+        h_BxTxD = rms_norm(x_BxTxD, gain("attn_gain"), eps)
+        q_BxTxHxK = (h_BxTxD @ cast(p["wq"], compute_dtype)).reshape(B, T, H, K)
+        k_BxTxHxK = (h_BxTxD @ cast(p["wk"], compute_dtype)).reshape(B, T, H, K)
+        v_BxTxHxK = (h_BxTxD @ cast(p["wv"], compute_dtype)).reshape(B, T, H, K)
+        q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = maybe_norm(q_BxTxHxK), maybe_norm(k_BxTxHxK), maybe_norm(v_BxTxHxK)
+        q_BxTxHxK = apply_rope(q_BxTxHxK, cos_TxK2, sin_TxK2)
+        k_BxTxHxK = apply_rope(k_BxTxHxK, cos_TxK2, sin_TxK2)
+        logits_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK).astype(jnp.float32)
+        logits_BxHxTxT = logits_BxHxTxT * mult.attn + mask_TxT[None, None]
+        probs_BxHxTxT = jax.nn.softmax(logits_BxHxTxT, axis=-1).astype(v_BxTxHxK.dtype)
+        att_BxTxHK = jnp.einsum("bhqs,bshk->bqhk", probs_BxHxTxT, v_BxTxHxK).reshape(B, T, H * K)
+        x_BxTxD = x_BxTxD + maybe_norm(att_BxTxHK) @ cast(p["wo"], compute_dtype)
+
+        h_BxTxD = rms_norm(x_BxTxD, gain("mlp_gain"), eps)
+        if cfg.mlp == "swiglu":
+            f_BxTxF = jax.nn.silu(h_BxTxD @ cast(p["w_gate"], compute_dtype)) * (h_BxTxD @ cast(p["w_up"], compute_dtype))
+        else:
+            # tanh GELU: the exact erf form is several times slower on XLA:CPU.
+            f_BxTxF = jax.nn.gelu(h_BxTxD @ cast(p["w_up"], compute_dtype), approximate=True)
+        x_BxTxD = x_BxTxD + maybe_norm(f_BxTxF) @ cast(p["w_out"], compute_dtype)
+        acts = {"block_out": x_BxTxD, "attn_logits": logits_BxHxTxT} if return_activations else None
+        return x_BxTxD, acts
+
+    x_BxTxD = cast(embed_tokens(params["embed"], tokens_BxT), compute_dtype)
+    emb_BxTxD = x_BxTxD
+    x_BxTxD, layer_acts = jax.lax.scan(block, x_BxTxD, params["blocks"])
+    h_BxTxD = rms_norm(x_BxTxD, params.get("final_gain") if cfg.norm_gain else None, eps)
+    out_DxV = params["embed"].T if cfg.tie_embeddings else params["unembed"]
+    logits_BxTxV = (h_BxTxD @ cast(out_DxV, compute_dtype)).astype(jnp.float32) * mult.output
+    if not return_activations:
+        return logits_BxTxV
+    acts = {"embedding": emb_BxTxD, "logits": logits_BxTxV}
+    for i in range(cfg.depth):
+        acts[f"block_{i}"] = layer_acts["block_out"][i]
+        acts[f"attn_logits_{i}"] = layer_acts["attn_logits"][i]
+    return logits_BxTxV, acts
+
+
+def count_flops_per_token(cfg: ModelConfig, n_matmul_params: int) -> float:
+    """Training FLOPs per token: 6 per matmul parameter plus attention's 6·L·T·(H·K)
+    (Kaplan et al. 2020, Table 1, forward 2N + 2·L·T·d_attn, times 3 for training; no causal halving)."""
+    return 6.0 * n_matmul_params + 6.0 * cfg.depth * cfg.context * cfg.n_heads * cfg.d_head

@@ -1,0 +1,259 @@
+"""Train one run: `train(config, out_dir) -> summary`.
+
+Writes into out_dir: config.json (resolved, with _meta), metrics.jsonl (one object per logged step),
+ckpt/ (orbax), and summary.json last and atomically. Rerunning on the same directory resumes from
+the newest readable checkpoint; since batches are a pure function of (data seed, step), the resumed
+metrics are bit-identical to an uninterrupted run on CPU. A diverged run is data: it ends with
+summary status "diverged", the step and the reason.
+
+Row semantics: a row with step s was written after s optimizer updates (tokens = s·B·T).
+`train_loss` is the loss of the batch that update s was computed on (the model after s-1 updates),
+`val_loss` is measured on fixed validation batches with the model after s updates.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from scaling import data as data_lib
+from scaling import models, parametrization
+from scaling.checkpoint import Checkpointer
+from scaling.config import Config, ConfigError, to_dict
+from scaling.logs import MetricsLog, write_json_atomic
+from scaling.norm_log import flatten_for_log, norm_metrics
+from scaling.optim import build_optimizer
+from scaling.schedules import make_schedule
+
+FINAL_STATES = ("done", "diverged")
+
+
+def eval_steps(total: int, per_octave: int) -> list[int]:
+    """Geometric validation horizons round(2^(j/k)) <= total, plus the last step (powers of 2 included)."""
+    steps, j = {total}, 0
+    while (s := round(2 ** (j / per_octave))) <= total:
+        steps.add(s)
+        j += 1
+    return sorted(steps)
+
+
+def _meta(cfg: Config, specs: Any) -> dict:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return {**models.count_params(specs), "flops_per_token": models.flops_per_token(cfg.model, specs),
+            "git_sha": sha, "jax": jax.__version__, "optax": optax.__version__, "host": platform.node(),
+            "backend": jax.default_backend()}
+
+
+def _check_same_run(path: Path, resolved: dict) -> None:
+    try:
+        existing = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path} is unreadable ({e}); refusing to overwrite it") from e
+    existing = {k: v for k, v in existing.items() if not k.startswith("_")}
+    if existing != resolved:
+        diff = sorted(k for k in set(existing) | set(resolved) if existing.get(k) != resolved.get(k))
+        raise ConfigError(f"{path.parent} holds a different run (section {diff[0]!r} of config.json differs); "
+                          "use a new --out directory")
+
+
+class Trainer:
+    """Everything compiled for one config: the train step, evaluation and initial norms."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.specs = models.param_specs(cfg.model, cfg.param)
+        self.schedule = make_schedule(cfg.run)
+        lr_mults = parametrization.lr_multipliers(self.specs, cfg.param, cfg.optim)
+        self.tx = build_optimizer(cfg.optim, self.specs, lr_mults, self.schedule)
+        self.compute_dtype = jnp.bfloat16 if cfg.run.compute_dtype == "bfloat16" else None
+        self.step = jax.jit(self._step, donate_argnums=(0, 1))
+        self.evaluate = jax.jit(self._evaluate)
+        self.param_norms = jax.jit(lambda p: norm_metrics(self.specs, p, p, jnp.float32(0.0)))
+
+    def init_state(self, key: jax.Array) -> tuple[Any, Any]:
+        params, _ = models.init(self.cfg.model, key, self.cfg.param, self.cfg.optim)
+        return params, self.tx.init(params)
+
+    def loss(self, params, tokens_BxT1):
+        return models.loss_fn(self.cfg.model, params, tokens_BxT1, param=self.cfg.param,
+                              compute_dtype=self.compute_dtype)
+
+    def _step(self, params, opt_state, tokens_BxT1, step, with_norms):
+        loss, grads = jax.value_and_grad(self.loss)(params, tokens_BxT1)
+        grad_norm = optax.tree.norm(grads)
+        clip = self.cfg.run.grad_clip
+        if clip > 0:
+            grads = jax.tree_util.tree_map(lambda g: g * jnp.minimum(1.0, clip / (grad_norm + 1e-12)), grads)
+        updates, opt_state = self.tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        lr = self.cfg.optim.lr * self.schedule(step)
+        shapes = jax.eval_shape(lambda: norm_metrics(self.specs, params, updates, lr))
+        norms = jax.lax.cond(with_norms, lambda: norm_metrics(self.specs, params, updates, lr),
+                             lambda: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+        return params, opt_state, {"loss": loss, "grad_norm": grad_norm, "lr": lr, **norms}
+
+    def _evaluate(self, params, batches_ExBxT1):
+        return jnp.mean(jax.lax.map(lambda b: self.loss(params, b), batches_ExBxT1))
+
+
+@functools.lru_cache(maxsize=2)
+def get_trainer(cfg: Config) -> Trainer:
+    """Compiled programs are reused across runs of the same config (a resumed run, a rerun)."""
+    return Trainer(cfg)
+
+
+def train(cfg: Config, out_dir: str | Path, *, progress: bool = False,
+          should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train (or resume, or return the finished summary of) the run in out_dir."""
+    out = Path(out_dir)
+    resolved = to_dict(cfg)
+    summary_path, config_path = out / "summary.json", out / "config.json"
+    if config_path.exists():
+        _check_same_run(config_path, resolved)
+        if summary_path.exists():
+            try:
+                summary = json.loads(summary_path.read_text())
+                if summary.get("status") in FINAL_STATES:
+                    return summary
+            except json.JSONDecodeError:
+                pass  # a torn summary is rewritten below
+    dataset = data_lib.load_dataset(cfg.data, cfg.model.vocab_size)  # input errors before any write
+    trainer = get_trainer(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    if not config_path.exists():
+        write_json_atomic(config_path, {**resolved, "_meta": _meta(cfg, trainer.specs)})
+    return _run(cfg, trainer, dataset, out, progress, should_stop)
+
+
+def _run(cfg: Config, trainer: Trainer, dataset: data_lib.Dataset, out: Path, progress: bool,
+         should_stop: Callable[[], bool] | None) -> dict:
+    run = cfg.run
+    B, T = run.batch_size, cfg.model.context
+    tokens_per_step = B * T
+    params, opt_state = trainer.init_state(jax.random.PRNGKey(run.seed))
+    state = {"params": params, "opt_state": opt_state, "step": jnp.int32(0),
+             "initial_loss": jnp.float32(jnp.nan), "elapsed_s": jnp.float32(0.0)}
+    ckpt = Checkpointer(out / "ckpt")
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        state = restored[1]
+    start = int(state["step"])
+    params, opt_state = state["params"], state["opt_state"]
+    initial_loss, elapsed_before = float(state["initial_loss"]), float(state["elapsed_s"])
+
+    val_batches = np.stack([data_lib.batch(dataset.val, run.data_seed, i, B, T + 1, data_lib.VAL)
+                            for i in range(run.eval_batches)])
+    horizons = set(eval_steps(run.steps, run.eval_per_octave))
+    norms_every = run.norms_every or run.log_every
+    log = MetricsLog(out / "metrics.jsonl")
+    rows = log.restart_at(start)
+    val_losses = [r["val_loss"] for r in rows if isinstance(r.get("val_loss"), (int, float))]
+    last_row: dict = rows[-1] if rows else {}
+    if start == 0:
+        val0 = float(trainer.evaluate(params, val_batches))
+        norms0 = {k: v for k, v in flatten_for_log(trainer.param_norms(params)).items() if "/update/" not in k}
+        last_row = {"step": 0, "tokens": 0, "val_loss": val0, **norms0}
+        log.append(last_row)
+        val_losses.append(val0)
+
+    t_start = time.time()
+    status, reason, diverged_step = "done", None, None
+    bar = _progress_bar(progress, run.steps, start)
+    try:
+        for s in range(start, run.steps):
+            n = s + 1
+            tokens_BxT1 = data_lib.batch(dataset.train, run.data_seed, s, B, T + 1)
+            with_norms = n % norms_every == 0 or n in horizons
+            params, opt_state, m = trainer.step(params, opt_state, tokens_BxT1, jnp.int32(s), with_norms)
+            loss = float(m["loss"])
+            if s == 0:
+                initial_loss = loss
+            row = {"step": n, "tokens": n * tokens_per_step, "train_loss": loss, "lr": float(m["lr"]),
+                   "grad_norm": float(m["grad_norm"])}
+            if not math.isfinite(loss) or loss > run.diverge_factor * initial_loss:
+                status, diverged_step = "diverged", n
+                reason = "non-finite loss" if not math.isfinite(loss) else \
+                    f"loss {loss:.4g} > {run.diverge_factor} x initial loss {initial_loss:.4g}"
+                log.append(row)
+                last_row = row
+                break
+            if with_norms:
+                row.update(flatten_for_log({k: v for k, v in m.items() if "/" in k}))
+            if n in horizons:
+                row["val_loss"] = float(trainer.evaluate(params, val_batches))
+                val_losses.append(row["val_loss"])
+            if n % run.log_every == 0 or with_norms or n in horizons:
+                log.append(row)
+                last_row = row
+            if bar is not None:
+                bar.advance(n, loss, tokens_per_step)
+            stop = should_stop is not None and should_stop()
+            if (run.checkpoint_every and n % run.checkpoint_every == 0) or n == run.steps or stop:
+                elapsed = elapsed_before + time.time() - t_start
+                ckpt.save(n, {"params": params, "opt_state": opt_state, "step": jnp.int32(n),
+                              "initial_loss": jnp.float32(initial_loss), "elapsed_s": jnp.float32(elapsed)})
+            if stop and n < run.steps:
+                return {"status": "preempted", "steps": n}
+    finally:
+        log.close()
+        ckpt.close()
+        if bar is not None:
+            bar.close()
+
+    summary = {
+        "status": status,
+        "steps": last_row.get("step", 0),
+        "tokens": last_row.get("tokens", 0),
+        "final_train_loss": last_row.get("train_loss"),
+        "final_val_loss": last_row.get("val_loss") if status == "done" else None,
+        "best_val_loss": min(val_losses) if val_losses else None,
+        "initial_loss": initial_loss,
+        "wall_time_s": elapsed_before + time.time() - t_start,
+        "diverged_step": diverged_step,
+        "diverge_reason": reason,
+        **{k: v for k, v in json.loads((out / "config.json").read_text())["_meta"].items()
+           if k.startswith("n_params") or k == "flops_per_token"},
+    }
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+class _Bar:
+    """A rich progress bar showing loss and tokens/s."""
+
+    def __init__(self, total: int, start: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"),
+                                 TimeRemainingColumn())
+        self.task = self.progress.add_task("train", total=total, completed=start, loss=float("nan"), tps=0.0)
+        self.t0, self.start = time.time(), start
+        self.progress.start()
+
+    def advance(self, step: int, loss: float, tokens_per_step: int) -> None:
+        tps = (step - self.start) * tokens_per_step / max(time.time() - self.t0, 1e-9)
+        self.progress.update(self.task, completed=step, loss=loss, tps=tps)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _progress_bar(enabled: bool, total: int, start: int) -> _Bar | None:
+    return _Bar(total, start) if enabled else None
+

@@ -1,0 +1,111 @@
+"""Models: specs mirror params, causality, parameter counts, muP == SP at the base width, inits."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scaling import models, norms
+from scaling.config import ModelConfig, ParamConfig
+from scaling.specs import ParamSpec
+
+TINY_T = ModelConfig(width=32, depth=2, n_heads=2, context=16, mlp_ratio=2)
+TINY_MLP = ModelConfig(kind="mlp", width=32, depth=3, context=16, window=4)
+
+
+def _leaves(tree):
+    return jax.tree_util.tree_leaves(tree, is_leaf=lambda x: isinstance(x, ParamSpec))
+
+
+@pytest.mark.parametrize("cfg", [TINY_T, TINY_MLP, ModelConfig(width=32, depth=2, n_heads=2, context=16,
+                                                                mlp="gelu", tie_embeddings=True, norm_gain=False,
+                                                                norm_everywhere=True)])
+def test_every_leaf_has_a_matching_spec(cfg):
+    params, specs = models.init(cfg, jax.random.PRNGKey(0))
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+        jax.tree_util.tree_map(lambda s: 0, specs, is_leaf=lambda x: isinstance(x, ParamSpec)))
+    for p, s in zip(jax.tree_util.tree_leaves(params), _leaves(specs)):
+        assert p.shape == s.shape
+        if s.is_matrix:
+            assert p.shape[-2:] == (s.fan_in, s.fan_out)
+
+
+@pytest.mark.parametrize("cfg", [TINY_T, TINY_MLP])
+def test_causality(cfg):
+    """Changing tokens after position t leaves the logits at positions <= t unchanged."""
+    params, _ = models.init(cfg, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, size=(2, cfg.context))
+    b = a.copy()
+    t = 7
+    b[:, t + 1:] = rng.integers(0, 256, size=(2, cfg.context - t - 1))
+    la = models.apply(cfg, params, jnp.asarray(a))
+    lb = models.apply(cfg, params, jnp.asarray(b))
+    np.testing.assert_array_equal(np.asarray(la[:, :t + 1]), np.asarray(lb[:, :t + 1]))
+    assert not np.allclose(np.asarray(la[:, t + 1:]), np.asarray(lb[:, t + 1:]))
+
+
+def test_parameter_counts_match_formula():
+    D, L, V, F, H, K = 32, 2, 256, 64, 2, 16
+    _, specs = models.init(TINY_T, jax.random.PRNGKey(0))
+    counts = models.count_params(specs)
+    per_block = 4 * D * H * K + 3 * D * F + 2 * D  # q,k,v,o + swiglu (gate, up, down) + 2 gains
+    assert counts["n_params"] == V * D + L * per_block + D + D * V
+    assert counts["n_params_nonembedding"] == counts["n_params"] - V * D
+    tied = ModelConfig(width=32, depth=2, n_heads=2, context=16, mlp_ratio=2, mlp="gelu", tie_embeddings=True)
+    _, specs_tied = models.init(tied, jax.random.PRNGKey(0))
+    per_block_gelu = 4 * D * H * K + 2 * D * F + 2 * D
+    assert models.count_params(specs_tied)["n_params"] == V * D + L * per_block_gelu + D
+
+
+@pytest.mark.parametrize("cfg", [TINY_T, TINY_MLP, ModelConfig(width=32, depth=2, n_heads=2, context=16,
+                                                                tie_embeddings=True)])
+def test_mup_equals_sp_at_base_width(cfg):
+    key = jax.random.PRNGKey(3)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, size=(2, cfg.context)))
+    p_sp, _ = models.init(cfg, key, ParamConfig(kind="sp"))
+    mup = ParamConfig(kind="mup", base_width=cfg.width)
+    p_mup, _ = models.init(cfg, key, mup)
+    for a, b in zip(jax.tree_util.tree_leaves(p_sp), jax.tree_util.tree_leaves(p_mup)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(models.apply(cfg, p_sp, tokens)),
+                                  np.asarray(models.apply(cfg, p_mup, tokens, param=mup)))
+
+
+def test_mup_scales_init_with_width():
+    wide = ModelConfig(width=128, depth=1, n_heads=2, context=8, mlp_ratio=2)
+    mup = ParamConfig(kind="mup", base_width=32, init_std=0.02)
+    params, specs = models.init(wide, jax.random.PRNGKey(0), mup)
+    m = 128 / 32
+    assert specs["blocks"]["wq"].fan_in_base == 32
+    assert np.std(np.asarray(params["blocks"]["wq"])) == pytest.approx(0.02 / math.sqrt(m), rel=0.05)
+    assert np.std(np.asarray(params["unembed"])) == pytest.approx(0.02 / m, rel=0.05)
+    assert np.std(np.asarray(params["embed"])) == pytest.approx(1.0, rel=0.05)
+
+
+def test_spectral_init_norms():
+    """Hidden rms->rms = 1 (before the 1/sqrt(2L) residual factor), output rms->inf = 1, embedding 1->RMS = 1."""
+    cfg = ModelConfig(width=32, depth=2, n_heads=2, context=16, mlp_ratio=2, residual_out_init=True)
+    params, specs = models.init(cfg, jax.random.PRNGKey(0), ParamConfig(kind="spectral"))
+    for p, s in zip(jax.tree_util.tree_leaves(params), _leaves(specs)):
+        if s.role == "hidden":
+            expect = 1 / math.sqrt(2 * cfg.depth) if s.residual_out else 1.0
+            np.testing.assert_allclose(np.asarray(norms.rms_to_rms(p)), expect, rtol=1e-4)
+    np.testing.assert_allclose(float(norms.rms_to_inf(params["unembed"])), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(float(norms.l1_to_rms(params["embed"])), 1.0, rtol=1e-5)
+
+
+def test_initial_loss_is_log_vocab():
+    params, _ = models.init(TINY_T, jax.random.PRNGKey(0))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, size=(4, 17)))
+    assert float(models.loss_fn(TINY_T, params, tokens)) == pytest.approx(math.log(256), abs=0.05)
+
+
+def test_bf16_compute_is_close_to_fp32():
+    params, _ = models.init(TINY_T, jax.random.PRNGKey(0))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, size=(2, 17)))
+    l32 = float(models.loss_fn(TINY_T, params, tokens))
+    l16 = float(models.loss_fn(TINY_T, params, tokens, compute_dtype=jnp.bfloat16))
+    assert l16 == pytest.approx(l32, abs=0.02) and l16 != l32
