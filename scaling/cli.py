@@ -38,6 +38,24 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+QUICKSTART_RUN = ["model.width=128", "model.depth=4", "model.n_heads=4", "model.context=128",
+                  "run.batch_size=16", "run.steps=600", "run.log_every=20", "run.checkpoint_every=100",
+                  "optim.lr=3e-3", "run.schedule=wsd", "run.warmup_steps=30"]
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    """The main job: a small transformer on the embedded Shakespeare plays."""
+    args.config, args.set, args.quiet = None, QUICKSTART_RUN + (args.set or []), False
+    return _cmd_train(args)
+
+
+def _add_quickstart(sub) -> None:
+    p = sub.add_parser("quickstart", help="the main job on the embedded Shakespeare data")
+    p.add_argument("--out", default="runs/quickstart", help="output directory")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field")
+    p.set_defaults(func=_cmd_quickstart)
+
+
 def _optional_subcommands(sub) -> None:
     """Subcommands provided by the sweeps and analysis packages, when present."""
     try:
@@ -60,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaling", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_quickstart(sub)
     _optional_subcommands(sub)
     return parser
 
