@@ -1,6 +1,14 @@
 """The optimizer zoo: every optimizer is an optax GradientTransformation built from
 (optim config, param specs, per-leaf lr multipliers, schedule). See scaling/optim/common.py for
-the lr and weight-decay conventions shared by all of them."""
+the lr and weight-decay conventions shared by all of them.
+
+Routing reads ParamSpec.role only:
+  adamw, sgd       every leaf
+  lion, tiger      sign updates; the embedding role per optim.embedding_fallback (adamw | lazy | none)
+  muon             Newton–Schulz on hidden matrices; AdamW on embedding, output, vector
+  scion            one LMO per role from optim.norms, radius optim.radius; constrained or not
+  manifold_muon    hidden matrices on the Stiefel manifold; AdamW on embedding, output, vector
+"""
 
 from __future__ import annotations
 
@@ -9,13 +17,22 @@ from typing import Any, Callable
 import optax
 
 from scaling.config import ConfigError, OptimConfig
-from scaling.optim import adamw
+from scaling.optim import adamw, lion, manifold_muon, muon, scion
+from scaling.optim.lmo import boundary_init  # the module scaling.optim.lmo holds lmo() itself
+from scaling.optim.newton_schulz import newton_schulz
 
 # name -> build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation
 BUILDERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "adamw": adamw.build,
     "sgd": adamw.build_sgd,
+    "lion": lion.build_lion,
+    "tiger": lion.build_tiger,
+    "muon": muon.build,
+    "scion": scion.build,
+    "manifold_muon": manifold_muon.build,
 }
+
+__all__ = ["BUILDERS", "build_optimizer", "newton_schulz", "boundary_init"]
 
 
 def build_optimizer(cfg: OptimConfig, specs: Any, lr_mults: Any, schedule: Callable) -> optax.GradientTransformation:

@@ -2,13 +2,16 @@
 
 Conventions (stated once, used everywhere):
 - The update an optimizer returns is the final parameter delta: params + updates.
-- The learning rate at step t is `lr * schedule(t) * lr_mult_leaf`, where lr_mult_leaf comes from the
+- The learning rate at step t is `base_lr * schedule(t) * lr_mult_leaf`, where lr_mult_leaf comes from the
   parametrization (per-role rule times the free per-role multipliers) — schedules multiply it, never
-  overwrite it (notes/parametrizations.md, pitfalls).
-- Weight decay is lr-coupled as in optax (shrink `lr * schedule(t) * weight_decay` per step) but uses
+  overwrite it (notes/parametrizations.md, pitfalls). base_lr is `optim.lr`, or for leaves an optimizer
+  hands to its AdamW fallback, `optim.fallback_lr` (0 -> optim.lr).
+- Weight decay is lr-coupled as in optax (shrink `base_lr * schedule(t) * weight_decay` per step) but uses
   the BASE lr, not the leaf's multiplied lr: this is the muP correction (lambda_leaf = lambda * m where
   the lr is divided by m), so eta*lambda stays invariant in width (mup MuAdam, decoupled_wd=False).
   It applies only to roles listed in `optim.decay_roles`.
+- A chain is: direction (per role group, `route`) -> scale_per_leaf(lr_mults) -> add_decay -> apply_lr.
+  Only manifold Muon appends one more link (a retraction, which needs the final step).
 """
 
 from __future__ import annotations
@@ -20,6 +23,24 @@ import jax.numpy as jnp
 import optax
 
 from scaling.specs import tree_map_specs
+
+
+def is_masked(x: Any) -> bool:
+    """optax.partition hands each group a tree whose other groups' leaves are MaskedNode()."""
+    return isinstance(x, optax.MaskedNode)
+
+
+def map_with_specs(fn: Callable[..., Any], specs: Any, tree: Any, *rest: Any) -> Any:
+    """fn(spec, leaf, *rest_leaves) on every leaf of `tree` that is not masked out by optax.partition."""
+    return tree_map_specs(lambda s, x, *r: x if is_masked(x) else fn(s, x, *r), specs, tree, *rest)
+
+
+def route(specs: Any, group_of_role: dict[str, str], transforms: dict[str, optax.GradientTransformation]
+          ) -> optax.GradientTransformation:
+    """optax.partition by role: every leaf goes to transforms[group_of_role[spec.role]]."""
+    labels = tree_map_specs(lambda s: group_of_role[s.role], specs)
+    used = set(jax.tree_util.tree_leaves(labels))
+    return optax.partition({g: t for g, t in transforms.items() if g in used}, labels)
 
 
 def scale_per_leaf(mults: Any) -> optax.GradientTransformation:
@@ -38,11 +59,24 @@ def decay_mask(specs: Any, roles: tuple[str, ...]) -> Any:
 
 def add_decay(weight_decay: float, specs: Any, roles: tuple[str, ...]) -> optax.GradientTransformation:
     """updates += weight_decay * params on the decayed roles (before the lr is applied)."""
-    if weight_decay == 0:
+    if weight_decay == 0 or not roles:
         return optax.identity()
     return optax.add_decayed_weights(weight_decay, mask=decay_mask(specs, roles))
 
 
-def apply_lr(lr: float, schedule: Callable) -> optax.GradientTransformation:
-    """Multiply by -lr * schedule(step): the last link of every chain."""
-    return optax.scale_by_schedule(lambda step: -lr * schedule(step))
+def fallback_lr(cfg) -> float:
+    """The AdamW fallback's base lr: optim.fallback_lr, 0 meaning optim.lr."""
+    return cfg.fallback_lr or cfg.lr
+
+
+def base_lrs(specs: Any, cfg, fallback_roles: tuple[str, ...]) -> Any:
+    """Per-leaf base lr: optim.lr, or the fallback lr on roles handed to AdamW."""
+    return tree_map_specs(lambda s: fallback_lr(cfg) if s.role in fallback_roles else cfg.lr, specs)
+
+
+def apply_lr(lr: float | Any, schedule: Callable) -> optax.GradientTransformation:
+    """Multiply by -lr * schedule(step): the last link of every chain. `lr` is a float or a tree of
+    per-leaf base lrs (see base_lrs)."""
+    if isinstance(lr, (int, float, jax.Array)):  # jax.Array: a traced scalar (scaling.hyper)
+        return optax.scale_by_schedule(lambda step: -lr * schedule(step))
+    return optax.chain(scale_per_leaf(lr), optax.scale_by_schedule(lambda step: -schedule(step)))

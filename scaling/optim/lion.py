@@ -1,0 +1,69 @@
+"""Lion and Tiger: sign updates (notes/optimizers.md section 2).
+
+Lion (Chen et al., arXiv 2302.06675; optax.scale_by_lion):
+  c = b1 m + (1 - b1) g;  direction = sign(c);  m <- b2 m + (1 - b2) g      (m0 = 0, sign(0) = 0)
+Tiger (Su, bojone/tiger `tiger.py`) is Lion with one beta: m <- beta m + (1 - beta) g; direction = sign(m).
+  Config mapping: optim.name="tiger" uses optim.b1 as beta for both of Lion's betas (optim.b2 is only
+  used by the embedding's AdamW fallback). Tiger's reference defaults: b1=0.965, weight_decay=0.01.
+
+Sign updates move a row of a rare token by lr every step even when its gradient is zero, and with decay
+send it to -+1/weight_decay (Su, kexue.fm/archives/9736). optim.embedding_fallback picks the remedy for
+the embedding role:
+  adamw  (default) AdamW(b1, b2, eps) on the embedding at optim.fallback_lr (0 -> lr)
+  lazy   sign updates, but a row (a token: W[..., v, :]) whose gradient is exactly zero gets no update at
+         all, decay included; its momentum keeps decaying as an EMA of zero gradients would
+  none   sign updates everywhere (the anomaly is left in, e.g. to measure it)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import optax
+
+from scaling.optim.common import add_decay, apply_lr, base_lrs, route, scale_per_leaf
+from scaling.specs import ROLES, tree_map_specs
+
+
+def only_rows_with_gradient(inner: optax.GradientTransformation, specs: Any, roles=("embedding",)
+                            ) -> optax.GradientTransformation:
+    """Zero the final update of every row (last axis = one token's vector) whose gradient is all zero."""
+
+    def update_fn(grads, state, params=None):
+        updates, state = inner.update(grads, state, params)
+
+        def keep_active_rows(spec, u, g):
+            if spec.role not in roles:
+                return u
+            row_has_grad = jnp.any(g != 0, axis=-1, keepdims=True)
+            return jnp.where(row_has_grad, u, jnp.zeros_like(u))
+
+        return tree_map_specs(keep_active_rows, specs, updates, grads), state
+
+    return optax.GradientTransformation(inner.init, update_fn)
+
+
+def build_sign_optimizer(cfg, specs, lr_mults, schedule, b1: float, b2: float) -> optax.GradientTransformation:
+    sign = optax.scale_by_lion(b1=b1, b2=b2)
+    if cfg.embedding_fallback == "adamw":
+        direction = route(specs, {r: "adamw" if r == "embedding" else "sign" for r in ROLES}, {
+            "sign": sign, "adamw": optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)})
+        lrs = base_lrs(specs, cfg, ("embedding",))
+    else:
+        direction, lrs = sign, cfg.lr
+    chain = optax.chain(
+        direction,
+        scale_per_leaf(lr_mults),
+        add_decay(cfg.weight_decay, specs, cfg.decay_roles),
+        apply_lr(lrs, schedule),
+    )
+    return only_rows_with_gradient(chain, specs) if cfg.embedding_fallback == "lazy" else chain
+
+
+def build_lion(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
+    return build_sign_optimizer(cfg, specs, lr_mults, schedule, b1=cfg.b1, b2=cfg.b2)
+
+
+def build_tiger(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
+    return build_sign_optimizer(cfg, specs, lr_mults, schedule, b1=cfg.b1, b2=cfg.b1)

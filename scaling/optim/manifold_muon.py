@@ -1,0 +1,110 @@
+"""Manifold Muon: hidden matrices live on the Stiefel manifold {W : all singular values 1}
+(Bernstein, "Modular Manifolds", Thinking Machines 2025; thinking-machines-lab/manifolds
+`src/manifold_muon.py`; notes/optimizers.md section 5).
+
+Per hidden matrix, in the tall orientation (m >= n; a wide (fan_in < fan_out) kernel is transposed, so the
+invariant is WᵀW = I for fan_in >= fan_out and WWᵀ = I otherwise), with G the Muon momentum of the
+gradient (optim.momentum, optim.nesterov; momentum=0 is the reference's raw gradient):
+  steepest descent in the spectral norm restricted to the tangent space {A : WᵀA + AᵀW = 0}, solved by
+  dual ascent on a symmetric Lambda:
+    Lambda <- -1/4 (WᵀG + GᵀW)
+    repeat up to optim.dual_steps times:   D = msign(G + 2 W Lambda);  H = WᵀD + DᵀW
+        stop once RMS(H) < 1e-6;            Lambda <- Lambda - 0.01 (1 - k/K) H
+  then the step and the retraction back onto the manifold: W <- msign(W - eta D), eta = lr * schedule * lr_mult.
+msign is Polar Express, 10 steps in float32 (five Polar Express triples, then the convergent (15, -10, 3)/8).
+[derived] G is divided by its Frobenius norm first: D does not depend on G's scale, and this makes the
+dual step 0.01 a relative one (the reference uses the raw gradient).
+Embedding, output and vector roles use the AdamW fallback at optim.fallback_lr (0 -> lr), as in Muon.
+Weight decay never touches hidden matrices (the retraction would undo it); other roles follow common.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from scaling.optim.common import add_decay, apply_lr, base_lrs, map_with_specs, route, scale_per_leaf
+from scaling.optim.muon import FALLBACK_ROLES, muon_momentum
+from scaling.optim.newton_schulz import newton_schulz
+from scaling.specs import tree_map_specs
+
+DUAL_LR = 0.01
+TOLERANCE = 1e-6
+MSIGN_STEPS = 10
+
+
+def msign(x: jax.Array) -> jax.Array:
+    return newton_schulz(x, MSIGN_STEPS, "polar_express")
+
+
+def _mT(x):
+    return jnp.swapaxes(x, -1, -2)
+
+
+def _rms(x):
+    return jnp.sqrt(jnp.mean(jnp.square(x), axis=(-2, -1)))
+
+
+def tangent_direction(w: jax.Array, g: jax.Array, dual_steps: int) -> jax.Array:
+    """D (same layout as w) with ||D||_2 = 1 minimising <g, D> over the tangent space at w; batched."""
+    wide = w.shape[-2] < w.shape[-1]
+    w_MxN, g_MxN = (_mT(w), _mT(g)) if wide else (w, g)
+    w_MxN = w_MxN.astype(jnp.float32)
+    g_MxN = g_MxN / (jnp.sqrt(jnp.sum(jnp.square(g_MxN), axis=(-2, -1), keepdims=True)) + 1e-30)
+
+    def direction_and_violation(lam_NxN):
+        d_MxN = msign(g_MxN + 2 * w_MxN @ lam_NxN)
+        h_NxN = _mT(w_MxN) @ d_MxN + _mT(d_MxN) @ w_MxN
+        return d_MxN, h_NxN
+
+    def not_done(carry):
+        k, _, _, h_NxN = carry
+        return (k < dual_steps - 1) & jnp.any(_rms(h_NxN) >= TOLERANCE)
+
+    def dual_ascent_step(carry):
+        k, lam_NxN, _, h_NxN = carry
+        still_moving = (_rms(h_NxN) >= TOLERANCE)[..., None, None]  # converged matrices stop, as in the reference
+        lam_NxN = lam_NxN - jnp.where(still_moving, DUAL_LR * (1 - k / dual_steps) * h_NxN, 0.0)
+        return (k + 1, lam_NxN, *direction_and_violation(lam_NxN))
+
+    lam_NxN = -0.25 * (_mT(w_MxN) @ g_MxN + _mT(g_MxN) @ w_MxN)
+    carry = (jnp.asarray(0, jnp.int32), lam_NxN, *direction_and_violation(lam_NxN))
+    _, _, d_MxN, _ = jax.lax.while_loop(not_done, dual_ascent_step, carry)
+    return _mT(d_MxN) if wide else d_MxN
+
+
+def scale_by_tangent_direction(specs: Any, beta: float, nesterov: bool, dual_steps: int) -> optax.GradientTransformation:
+    init_momentum, momentum_step = muon_momentum(beta, nesterov)
+
+    def update_fn(grads, state, params):
+        u, state = momentum_step(grads, state)
+        return map_with_specs(lambda s, u, w: tangent_direction(w, u, dual_steps), specs, u, params), state
+
+    return optax.GradientTransformation(init_momentum, update_fn)
+
+
+def retract_hidden(specs: Any) -> optax.GradientTransformation:
+    """The last link: replace the hidden step delta by msign(W + delta) - W (back onto the manifold)."""
+
+    def update_fn(updates, state, params):
+        return tree_map_specs(lambda s, u, w: msign(w + u) - w if s.role == "hidden" else u,
+                              specs, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
+    direction = route(specs, {"hidden": "stiefel", **{r: "adamw" for r in FALLBACK_ROLES}}, {
+        "stiefel": scale_by_tangent_direction(specs, cfg.momentum, cfg.nesterov, cfg.dual_steps),
+        "adamw": optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+    })
+    return optax.chain(
+        direction,
+        scale_per_leaf(lr_mults),
+        add_decay(cfg.weight_decay, specs, tuple(r for r in cfg.decay_roles if r != "hidden")),
+        apply_lr(base_lrs(specs, cfg, FALLBACK_ROLES), schedule),
+        retract_hidden(specs),
+    )

@@ -1,0 +1,59 @@
+"""Scion (Pethick et al., arXiv 2502.07529; LIONS-EPFL/scion `scion.py`; notes/optimizers.md section 4).
+
+Per leaf, with the role's norm (optim.norms) and radius rho (optim.radius), eta = lr * schedule * lr_mult:
+  d <- (1 - alpha) d + alpha g          momentum as gradient averaging, d0 = 0; alpha = 1 - beta (1 = off)
+  unconstrained:  W <- W - eta * rho * unit(d)              (||W|| grows by at most rho * sum eta)
+  constrained:    W <- (1 - eta) W - eta * rho * unit(d)    (||W0|| <= rho  =>  ||W|| <= rho, for eta <= 1)
+unit() is lmo.unit_direction (= -lmo / rho). Constrained Scion is lr-coupled decay with lambda = 1 at the
+leaf's full eta (lr_mult included, so the step stays a convex combination); optim.weight_decay must then
+be 0. Unconstrained Scion takes optim.weight_decay with the shared convention (common.py).
+The spectral norm's polar factor is Newton–Schulz with optim.ns_steps / ns_coeffs / ns_dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from scaling.optim.common import add_decay, apply_lr, scale_per_leaf
+from scaling.optim.lmo import unit_direction
+from scaling.optim.newton_schulz import newton_schulz
+from scaling.specs import tree_map_specs
+
+
+class ScionState(NamedTuple):
+    averaged_grad: Any
+
+
+def scale_by_scion(specs: Any, norms, radius, alpha: float, polar: Callable) -> optax.GradientTransformation:
+    """direction = rho_role * unit_role(d): the step before the lr (and before the constraint's decay)."""
+
+    def init_fn(params):
+        return ScionState(jax.tree_util.tree_map(lambda p: jnp.zeros_like(p, jnp.float32), params))
+
+    def update_fn(grads, state, params=None):
+        del params
+        d = jax.tree_util.tree_map(lambda d, g: (1 - alpha) * d + alpha * g.astype(jnp.float32),
+                                   state.averaged_grad, grads)
+        direction = tree_map_specs(
+            lambda s, d: radius.get(s.role) * unit_direction(d, s, norms.get(s.role), polar), specs, d)
+        return direction, ScionState(d)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def build(cfg, specs, lr_mults, schedule, polar: Callable | None = None) -> optax.GradientTransformation:
+    """`polar` overrides Newton–Schulz for the spectral norm (e.g. lmo.polar_svd, the exact oracle)."""
+    polar = polar or functools.partial(newton_schulz, steps=cfg.ns_steps, coeffs=cfg.ns_coeffs,
+                                       dtype=jnp.dtype(cfg.ns_dtype))
+    return optax.chain(
+        scale_by_scion(specs, cfg.norms, cfg.radius, cfg.alpha, polar),
+        optax.add_decayed_weights(1.0) if cfg.constrained else optax.identity(),
+        scale_per_leaf(lr_mults),
+        optax.identity() if cfg.constrained else add_decay(cfg.weight_decay, specs, cfg.decay_roles),
+        apply_lr(cfg.lr, schedule),
+    )

@@ -1,0 +1,67 @@
+"""Newton–Schulz against the reference values of notes/optimizers.md section 7 (float64 there, fp32 here)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scaling.optim import newton_schulz
+
+G = jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+ns = jax.jit(newton_schulz, static_argnames=("steps", "coeffs", "dtype", "eps"))
+
+
+def test_scalar_iterates():
+    # a 1x1 matrix is its own singular value: p(x) iterated from 1
+    got = [float(ns(jnp.ones((1, 1)), steps=k, eps=0.0)[0, 0]) for k in range(1, 6)]
+    np.testing.assert_allclose(got, [0.701, 1.11362, 0.720706, 1.089974, 0.696436], rtol=2e-5)
+
+
+def test_reference_matrices():
+    np.testing.assert_allclose(ns(jnp.diag(jnp.array([3.0, 4.0])), eps=0.0), np.diag([0.722876, 1.119204]), atol=2e-6)
+    want = [[-0.56829, 0.057742, 0.683774], [0.563355, 0.405613, 0.247871]]
+    np.testing.assert_allclose(ns(G, eps=0.0), want, atol=2e-6)
+    np.testing.assert_allclose(np.linalg.svd(ns(G, eps=0.0), compute_uv=False), [0.920395, 0.700027], atol=2e-6)
+    np.testing.assert_allclose(ns(jnp.ones((4, 8)), eps=0.0), np.full((4, 8), 0.123114), atol=2e-6)
+    for n, want in ((2, 1.108111), (4, 0.765439), (16, 0.714526), (64, 0.688140), (256, 1.070524)):
+        np.testing.assert_allclose(ns(jnp.eye(n), eps=0.0), want * np.eye(n), atol=3e-6)
+
+
+def test_transpose_symmetry_and_scale_invariance():
+    np.testing.assert_allclose(ns(G.T), ns(G).T, atol=1e-6)
+    for c in (1e-30, 1e-12, 1e-6, 1e3, 1e30):  # no eps in the pre-normalisation: exact scale invariance
+        np.testing.assert_allclose(ns(c * G), ns(G), atol=1e-5)
+    np.testing.assert_array_equal(ns(jnp.zeros((3, 5))), 0.0)  # the zero matrix is guarded: no NaN
+    # Keller's eps = 1e-7 instead shrinks the update of a tiny matrix (why it is off by default)
+    assert float(jnp.linalg.norm(ns(1e-12 * G, eps=1e-7))) < 0.2 * float(jnp.linalg.norm(ns(G)))
+
+
+def test_batched_over_stacked_layers_equals_per_layer():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 6, 4))  # tall: orthogonalised in the wide orientation
+    out = ns(x)
+    assert out.shape == x.shape
+    for i in range(2):
+        for j in range(3):
+            np.testing.assert_allclose(out[i, j], ns(x[i, j]), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_singular_value_band_of_gaussians(dtype):
+    """5 Keller steps put every singular value of a Gaussian in about [0.68, 1.2], fp32 and bf16."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 128, 512))
+    for m in (x, jnp.swapaxes(x, -1, -2)):
+        out = ns(m, dtype=dtype)
+        assert out.dtype == jnp.float32
+        s = np.linalg.svd(np.asarray(out, np.float64), compute_uv=False)
+        slack = 0.0 if dtype == jnp.float32 else 0.01  # bf16 rounding widens the band a little
+        assert s.min() > 0.66 - slack and s.max() < 1.15 + slack, (s.min(), s.max())
+
+
+def test_polar_express_band_and_convergence():
+    x = jax.random.normal(jax.random.PRNGKey(2), (96, 256))
+    s5 = np.linalg.svd(ns(x, steps=5, coeffs="polar_express"), compute_uv=False)
+    assert s5.min() > 0.859 - 1e-3 and s5.max() < 1.141 + 1e-3
+    s10 = np.linalg.svd(ns(x, steps=10, coeffs="polar_express"), compute_uv=False)
+    np.testing.assert_allclose(s10, 1.0, atol=1e-4)  # the convergent tail drives sigma -> 1
+    with pytest.raises(ValueError, match="coeffs"):
+        newton_schulz(x, coeffs="cubic")
