@@ -71,6 +71,7 @@ class ModelConfig:
     rope_theta: float = 10_000.0
     tie_embeddings: bool = False
     residual_out_init: bool = False  # scale residual-output projections' init by 1/sqrt(2L)
+    scan_layers: bool = False  # lax.scan over blocks (fast compiles for deep models; slower on CPU)
 
     def __post_init__(self):
         _check(self.kind in ("transformer", "mlp"), f"model.kind={self.kind!r} must be 'transformer' or 'mlp'")

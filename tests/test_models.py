@@ -109,3 +109,13 @@ def test_bf16_compute_is_close_to_fp32():
     l32 = float(models.loss_fn(TINY_T, params, tokens))
     l16 = float(models.loss_fn(TINY_T, params, tokens, compute_dtype=jnp.bfloat16))
     assert l16 == pytest.approx(l32, abs=0.02) and l16 != l32
+
+
+def test_scanned_and_unrolled_blocks_agree():
+    import dataclasses
+
+    params, _ = models.init(TINY_T, jax.random.PRNGKey(0))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, size=(2, 16)))
+    scanned = dataclasses.replace(TINY_T, scan_layers=True)
+    np.testing.assert_allclose(np.asarray(models.apply(TINY_T, params, tokens)),
+                               np.asarray(models.apply(scanned, params, tokens)), rtol=1e-5, atol=1e-5)

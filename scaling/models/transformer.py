@@ -1,7 +1,8 @@
 """A Llama-style decoder-only transformer as pure functions over a dict of stacked parameters.
 
-Blocks are stacked along a leading L axis and run with `lax.scan` (one compiled block, fast
-compiles). Pre-norm RMSNorm, RoPE, causal multi-head attention, SwiGLU or GELU MLP, no biases.
+Block parameters are stacked along a leading L axis (one batched matrix per kind, which Muon and
+Scion orthogonalise per layer); the blocks run unrolled, or under `lax.scan` with
+`model.scan_layers` (fast compiles for deep models). Pre-norm RMSNorm, RoPE, causal multi-head attention, SwiGLU or GELU MLP, no biases.
 `norm_everywhere` adds a parameter-free RMSNorm before every linear layer (QK-norm, V-norm, O-norm,
 MLP-norm), as in Filatov et al., "Optimal Scaling Needs Optimal Norm" (arXiv 2510.03871) §3.
 """
@@ -62,40 +63,55 @@ def apply(cfg: ModelConfig, params: dict, tokens_BxT: jax.Array, mult: Multiplie
     # Additive causal mask, built once: cheaper on CPU than a select inside every layer.
     mask_TxT = jnp.where(jnp.tril(jnp.ones((T, T), bool)), 0.0, -1e30).astype(jnp.float32)
 
+    def dense(x_BxTxI, w_IxO):
+        """x @ w as one 2-D matmul (B*T rows): the weight gradient is then a single plain matmul."""
+        y = x_BxTxI.reshape(B * T, x_BxTxI.shape[-1]) @ cast(w_IxO, compute_dtype)
+        return y.reshape(B, T, w_IxO.shape[-1])
+
     def maybe_norm(x):
         return rms_norm(x, None, eps) if extra_norm else x
 
     def block(x_BxTxD, p):
         gain = (lambda name: p[name]) if cfg.norm_gain else (lambda name: None)
         h_BxTxD = rms_norm(x_BxTxD, gain("attn_gain"), eps)
-        q_BxTxHxK = (h_BxTxD @ cast(p["wq"], compute_dtype)).reshape(B, T, H, K)
-        k_BxTxHxK = (h_BxTxD @ cast(p["wk"], compute_dtype)).reshape(B, T, H, K)
-        v_BxTxHxK = (h_BxTxD @ cast(p["wv"], compute_dtype)).reshape(B, T, H, K)
+        q_BxTxHxK = dense(h_BxTxD, p["wq"]).reshape(B, T, H, K)
+        k_BxTxHxK = dense(h_BxTxD, p["wk"]).reshape(B, T, H, K)
+        v_BxTxHxK = dense(h_BxTxD, p["wv"]).reshape(B, T, H, K)
         q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = maybe_norm(q_BxTxHxK), maybe_norm(k_BxTxHxK), maybe_norm(v_BxTxHxK)
         q_BxTxHxK = apply_rope(q_BxTxHxK, cos_TxK2, sin_TxK2)
         k_BxTxHxK = apply_rope(k_BxTxHxK, cos_TxK2, sin_TxK2)
-        logits_BxHxTxT = jnp.einsum("bqhk,bshk->bhqs", q_BxTxHxK, k_BxTxHxK).astype(jnp.float32)
+        # Head-major layout: batch dims lead, so XLA:CPU emits plain batched matmuls (faster backward).
+        q_BxHxTxK, k_BxHxTxK, v_BxHxTxK = (a.transpose(0, 2, 1, 3) for a in (q_BxTxHxK, k_BxTxHxK, v_BxTxHxK))
+        logits_BxHxTxT = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxTxK, k_BxHxTxK).astype(jnp.float32)
         logits_BxHxTxT = logits_BxHxTxT * mult.attn + mask_TxT[None, None]
-        probs_BxHxTxT = jax.nn.softmax(logits_BxHxTxT, axis=-1).astype(v_BxTxHxK.dtype)
-        att_BxTxHK = jnp.einsum("bhqs,bshk->bqhk", probs_BxHxTxT, v_BxTxHxK).reshape(B, T, H * K)
-        x_BxTxD = x_BxTxD + maybe_norm(att_BxTxHK) @ cast(p["wo"], compute_dtype)
+        probs_BxHxTxT = jax.nn.softmax(logits_BxHxTxT, axis=-1).astype(v_BxHxTxK.dtype)
+        att_BxHxTxK = jnp.einsum("bhqs,bhsk->bhqk", probs_BxHxTxT, v_BxHxTxK)
+        att_BxTxHK = att_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, H * K)
+        x_BxTxD = x_BxTxD + dense(maybe_norm(att_BxTxHK), p["wo"])
 
         h_BxTxD = rms_norm(x_BxTxD, gain("mlp_gain"), eps)
         if cfg.mlp == "swiglu":
-            f_BxTxF = jax.nn.silu(h_BxTxD @ cast(p["w_gate"], compute_dtype)) * (h_BxTxD @ cast(p["w_up"], compute_dtype))
+            f_BxTxF = jax.nn.silu(dense(h_BxTxD, p["w_gate"])) * dense(h_BxTxD, p["w_up"])
         else:
             # tanh GELU: the exact erf form is several times slower on XLA:CPU.
-            f_BxTxF = jax.nn.gelu(h_BxTxD @ cast(p["w_up"], compute_dtype), approximate=True)
-        x_BxTxD = x_BxTxD + maybe_norm(f_BxTxF) @ cast(p["w_out"], compute_dtype)
+            f_BxTxF = jax.nn.gelu(dense(h_BxTxD, p["w_up"]), approximate=True)
+        x_BxTxD = x_BxTxD + dense(maybe_norm(f_BxTxF), p["w_out"])
         acts = {"block_out": x_BxTxD, "attn_logits": logits_BxHxTxT} if return_activations else None
         return x_BxTxD, acts
 
     x_BxTxD = cast(embed_tokens(params["embed"], tokens_BxT), compute_dtype)
     emb_BxTxD = x_BxTxD
-    x_BxTxD, layer_acts = jax.lax.scan(block, x_BxTxD, params["blocks"])
+    if cfg.scan_layers:  # one compiled block: fast compiles for deep models
+        x_BxTxD, layer_acts = jax.lax.scan(block, x_BxTxD, params["blocks"])
+    else:  # unrolled: on XLA:CPU the backward pass of a scan is about 2x slower
+        outs = []
+        for i in range(cfg.depth):
+            x_BxTxD, a = block(x_BxTxD, jax.tree_util.tree_map(lambda w: w[i], params["blocks"]))
+            outs.append(a)
+        layer_acts = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs) if return_activations else None
     h_BxTxD = rms_norm(x_BxTxD, params.get("final_gain") if cfg.norm_gain else None, eps)
     out_DxV = params["embed"].T if cfg.tie_embeddings else params["unembed"]
-    logits_BxTxV = (h_BxTxD @ cast(out_DxV, compute_dtype)).astype(jnp.float32) * mult.output
+    logits_BxTxV = dense(h_BxTxD, out_DxV).astype(jnp.float32) * mult.output
     if not return_activations:
         return logits_BxTxV
     acts = {"embedding": emb_BxTxD, "logits": logits_BxTxV}

@@ -1,0 +1,175 @@
+"""Training tokens/s of our JAX transformer vs the same model in PyTorch eager, side by side, plus
+model FLOP utilisation against the fp32 matmul peak measured in the same run.
+
+Reference configuration (issue 2): d = 128, 4 layers, 4 heads, context 128, batch 32, GELU MLP x4,
+RMSNorm with gains, RoPE, untied embeddings, AdamW, fp32, CPU.
+
+    .venv/bin/python benchmarks/train_throughput.py [--steps 30] [--rounds 3]
+
+Needs the `bench` extra (pip install torch==2.13.0). JAX and PyTorch run alternately in the same
+process, `--rounds` times each, so load from other processes hits both; the ratio is the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scaling import models
+from scaling.config import load_config
+from scaling.data import batch as make_batch
+from scaling.data import load_dataset
+from scaling.train import Trainer
+
+REFERENCE = ["model.width=128", "model.depth=4", "model.n_heads=4", "model.context=128", "model.mlp=gelu",
+             "model.mlp_ratio=4", "run.batch_size=32", "optim.name=adamw", "optim.lr=1e-3"]
+
+
+# ----------------------------------------------------------------------------- JAX
+
+
+def jax_runner(cfg, tokens):
+    trainer = Trainer(cfg)
+    params, opt_state = trainer.init_state(jax.random.PRNGKey(0))
+    B, T = cfg.run.batch_size, cfg.model.context
+    state = {"p": params, "o": opt_state}
+
+    def run(steps: int, offset: int) -> float:
+        batches = [make_batch(tokens, 0, offset + i, B, T + 1) for i in range(steps)]
+        t0 = time.perf_counter()
+        for i, b in enumerate(batches):
+            state["p"], state["o"], m = trainer.step(state["p"], state["o"], b, jnp.int32(offset + i), False)
+        jax.block_until_ready(m["loss"])
+        return time.perf_counter() - t0
+
+    run(2, 0)  # compile
+    return run
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+
+def torch_runner(cfg, tokens):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    D, L, H, T, V = cfg.model.width, cfg.model.depth, cfg.model.n_heads, cfg.model.context, cfg.model.vocab_size
+    K, FF = D // H, cfg.model.d_ff
+    inv_freq = 1.0 / (cfg.model.rope_theta ** (torch.arange(0, K, 2).float() / K))
+    ang = torch.arange(T).float()[:, None] * inv_freq[None, :]
+    cos, sin = ang.cos()[None, None], ang.sin()[None, None]
+
+    def rope(x):  # x: (B, H, T, K), rotate-half form as in scaling/models/layers.py
+        x1, x2 = x[..., : K // 2], x[..., K // 2:]
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n1, self.n2 = nn.RMSNorm(D, eps=cfg.model.norm_eps), nn.RMSNorm(D, eps=cfg.model.norm_eps)
+            self.qkv = nn.Linear(D, 3 * D, bias=False)
+            self.o = nn.Linear(D, D, bias=False)
+            self.up, self.down = nn.Linear(D, FF, bias=False), nn.Linear(FF, D, bias=False)
+
+        def forward(self, x):
+            Bx = x.shape[0]
+            q, k, v = self.qkv(self.n1(x)).view(Bx, T, 3, H, K).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)
+            x = x + self.o(a.transpose(1, 2).reshape(Bx, T, D))
+            return x + self.down(F.gelu(self.up(self.n2(x)), approximate="tanh"))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(V, D)
+            self.blocks = nn.ModuleList(Block() for _ in range(L))
+            self.norm = nn.RMSNorm(D, eps=cfg.model.norm_eps)
+            self.out = nn.Linear(D, V, bias=False)
+
+        def forward(self, idx):
+            x = self.emb(idx)
+            for b in self.blocks:
+                x = b(x)
+            return self.out(self.norm(x))
+
+    torch.manual_seed(0)
+    model = Model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    B = cfg.run.batch_size
+
+    def run(steps: int, offset: int) -> float:
+        batches = [torch.from_numpy(make_batch(tokens, 0, offset + i, B, T + 1)).long() for i in range(steps)]
+        t0 = time.perf_counter()
+        for b in batches:
+            logits = model(b[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, V), b[:, 1:].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return time.perf_counter() - t0
+
+    run(2, 0)
+    return run, torch.get_num_threads(), torch.__version__
+
+
+# ----------------------------------------------------------------------------- peak
+
+
+def matmul_peak_gflops(n: int = 1024, reps: int = 10) -> float:
+    """fp32 GFLOP/s of a jitted n x n matmul chain: the machine's practical XLA:CPU peak."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    f = jax.jit(lambda x: x @ a)
+    jax.block_until_ready(f(a))
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(a))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[], help="override the reference config")
+    args = ap.parse_args()
+    cfg = load_config(overrides=REFERENCE + args.set)
+    tokens = load_dataset(cfg.data, cfg.model.vocab_size).train
+    specs = models.param_specs(cfg.model)
+    flops_per_token = models.flops_per_token(cfg.model, specs)
+    tokens_per_step = cfg.run.batch_size * cfg.model.context
+
+    run_jax = jax_runner(cfg, tokens)
+    run_torch, threads, torch_version = torch_runner(cfg, tokens)
+    times = {"jax": [], "torch": []}
+    for r in range(args.rounds):
+        times["jax"].append(run_jax(args.steps, 100 + r * args.steps))
+        times["torch"].append(run_torch(args.steps, 100 + r * args.steps))
+    peak = matmul_peak_gflops()
+    tps = {k: args.steps * tokens_per_step / min(v) for k, v in times.items()}
+    result = {
+        "config": REFERENCE + args.set,
+        "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} XLA device(s), "
+                   f"torch threads {threads}",
+        "jax": jax.__version__, "torch": torch_version,
+        "tokens_per_s": {k: round(v) for k, v in tps.items()},
+        "ratio_jax_over_torch": round(tps["jax"] / tps["torch"], 3),
+        "matmul_peak_gflops": round(peak, 1),
+        "mfu_jax": round(tps["jax"] * flops_per_token / 1e9 / peak, 3),
+        "mfu_torch": round(tps["torch"] * flops_per_token / 1e9 / peak, 3),
+        "flops_per_token": flops_per_token,
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
