@@ -26,7 +26,7 @@ def make_schedule(run: RunConfig) -> Schedule:
 
         def wsd(step):
             step = jnp.asarray(step, jnp.float32)
-            frac = jnp.clip((step - decay_start) / max(decay_steps, 1), 0.0, 1.0)
+            frac = jnp.clip((step + 1 - decay_start) / max(decay_steps, 1), 0.0, 1.0)  # 0 at the last step
             return warmup(step) * (1.0 - frac)
 
         return wsd
