@@ -1,0 +1,45 @@
+"""Optimizer configs: every name builds, and invalid hyperparameters give one ConfigError naming the field."""
+
+import pytest
+
+from scaling.config import OPTIMIZERS, ConfigError, load_config
+from scaling.optim import BUILDERS, build_optimizer
+from scaling.optim.toy import toy_specs
+from scaling.specs import tree_map_specs
+
+
+def test_every_optimizer_name_has_a_builder():
+    assert set(BUILDERS) == set(OPTIMIZERS)
+    specs = toy_specs(d=4, layers=1, vocab=8, d_ff=8)
+    ones = tree_map_specs(lambda s: 1.0, specs)
+    for name in OPTIMIZERS:
+        cfg = load_config(overrides=[f"optim.name={name}"]).optim
+        tx = build_optimizer(cfg, specs, ones, lambda t: 1.0)
+        assert callable(tx.init) and callable(tx.update)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optim.name=adam"], "optim.name='adam' is not one of adamw, sgd, lion, tiger, muon, scion, manifold_muon"),
+    (["optim.b1=1.2"], "optim.b1=1.2 must be in [0, 1)"),
+    (["optim.b2=-0.1"], "optim.b2=-0.1 must be in [0, 1)"),
+    (["optim.momentum=1.0"], "optim.momentum=1.0 must be in [0, 1)"),
+    (["optim.lr=-0.001"], "optim.lr=-0.001 must be >= 0"),
+    (["optim.fallback_lr=-1"], "optim.fallback_lr=-1.0 must be >= 0"),
+    (["optim.alpha=0"], "optim.alpha=0.0 must be in (0, 1]"),
+    (["optim.norms.hidden=frobenius"], "optim.norms.hidden='frobenius' is not one of"),
+    (["optim.norms.hidden=bias_rms"], "optim.norms.hidden='bias_rms' must be a matrix norm"),
+    (["optim.norms.vector=spectral"], "optim.norms.vector='spectral' must be one of bias_rms, sign"),
+    (["optim.radius.output=0"], "optim.radius.output=0.0 must be positive"),
+    (["optim.ns_coeffs=dion"], "optim.ns_coeffs='dion' must be 'muon' or 'polar_express'"),
+    (["optim.shape_scale=max"], "optim.shape_scale='max' must be one of keller, moonlight, spectral"),
+    (["optim.embedding_fallback=tied"], "optim.embedding_fallback='tied' must be one of adamw, lazy, none"),
+    (["optim.dual_steps=0"], "optim.dual_steps=0 must be positive"),
+    (["optim.decay_roles=hidden,bias"], "optim.decay_roles contains unknown role 'bias'"),
+    (["optim.name=scion", "optim.constrained=true", "optim.weight_decay=0.1"],
+     "optim.weight_decay=0.1 must be 0 with optim.constrained=true"),
+    (["optim.momentun=0.9"], "unknown config field optim.momentun"),
+])
+def test_invalid_optimizer_config_names_the_field(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=overrides)
+    assert message in str(err.value)
