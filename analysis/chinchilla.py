@@ -1,0 +1,255 @@
+"""Chinchilla Approach 3: fit L(N, D) = E + A/N^alpha + B/D^beta to (N, D, loss) rows.
+
+Sources: Hoffmann et al. 2022 (arXiv 2203.15556, Approach 3, App. D.2); Besiroglu et al. 2024,
+"Chinchilla Scaling: A replication attempt" (arXiv 2404.10102, epoch-research/analyzing-chinchilla).
+Method as in notes/scaling_laws.md section 1:
+- log-sum-exp form  log L_hat = logsumexp(log_A - alpha log N, log_B - beta log D, log_E)  (keeps A, B, E > 0);
+- objective: the SUM over points of Huber_delta(log L_hat - log L), delta = 1e-3, multiplied by
+  1/delta so it is O(1) and absolute stopping tests are meaningful (the premature stop of a single
+  L-BFGS run from Hoffmann's values comes from a tiny, badly scaled objective);
+- every start of Epoch's 4,500-point grid is minimised (batched damped Newton with the analytic
+  Hessian, analysis.optimize.newton), the lowest objective is kept, then re-polished from itself;
+- bootstrap: resample the points, refit every replicate from the best fit and the next-best
+  distinct local minima of the grid, all replicates in one batched call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from analysis.bootstrap import resample_weights, summarize
+from analysis.errors import AnalysisError
+from analysis.fit import Fit
+from analysis.optimize import minimize_newton
+from analysis.validate import need_points, positive, require_columns, require_frame
+
+# parameter vector order, as in Epoch's code: (a, b, e, alpha, beta) with A = e^a, B = e^b, E = e^e
+PARAMS = ("log_A", "log_B", "log_E", "alpha", "beta")
+EPOCH_GRID = {"log_A": [0, 5, 10, 15, 20, 25], "log_B": [0, 5, 10, 15, 20, 25], "log_E": [-1, -0.5, 0, 0.5, 1],
+              "alpha": [0, 0.5, 1.0, 1.5, 2.0], "beta": [0, 0.5, 1.0, 1.5, 2.0]}
+SMALL_GRID = {"log_A": [2, 6, 12], "log_B": [2, 8, 14], "log_E": [-1, 0, 1], "alpha": [0.1, 0.4, 1.0],
+              "beta": [0.1, 0.4, 1.0]}
+HOFFMANN_ROUNDED = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+HOFFMANN_UNROUNDED = {"E": float(np.exp(0.5267228)), "A": float(np.exp(6.0073404)), "B": float(np.exp(6.0179186)),
+                      "alpha": 0.33917084, "beta": 0.2849083}
+AT_BEST_RTOL = 1e-6  # a start "reached the best" when its objective is within this relative gap
+# max |gradient| of the scaled objective above which a solution is reported as not converged; at a
+# true optimum the Huber kinks leave ~1e-8..1e-6 (scipy's L-BFGS-B stops at the same objective with 1e-5)
+GRAD_WARN = 1e-4
+
+
+def grid_starts(grid: dict | str = "epoch") -> np.ndarray:
+    """(S, 5) start vectors in PARAMS order from a grid dict, or 'epoch' (4,500) / 'small' (243)."""
+    if isinstance(grid, str):
+        grid = {"epoch": EPOCH_GRID, "small": SMALL_GRID}[grid]
+    return np.array(list(itertools.product(*(grid[k] for k in PARAMS))), dtype=float)
+
+
+def to_vector(p: dict) -> np.ndarray:
+    """(E, A, B, alpha, beta) dict -> PARAMS-ordered vector."""
+    return np.array([np.log(p["A"]), np.log(p["B"]), np.log(p["E"]), p["alpha"], p["beta"]], dtype=float)
+
+
+def to_params(x: np.ndarray) -> dict[str, np.ndarray | float]:
+    """PARAMS-ordered vector(s) (..., 5) -> E, A, B, alpha, beta and the compute-optimal exponents."""
+    x = np.asarray(x, float)
+    A, B, E, alpha, beta = np.exp(x[..., 0]), np.exp(x[..., 1]), np.exp(x[..., 2]), x[..., 3], x[..., 4]
+    out = {"E": E, "A": A, "B": B, "alpha": alpha, "beta": beta}
+    with np.errstate(all="ignore"):
+        out["N_opt_exponent"] = beta / (alpha + beta)  # "a" in Hoffmann eq. 4
+        out["D_opt_exponent"] = alpha / (alpha + beta)  # "b"
+        out["G"] = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
+
+
+def chinchilla_loss(params: dict, N, D) -> np.ndarray:
+    """L(N, D) = E + A/N^alpha + B/D^beta."""
+    N, D = np.asarray(N, float), np.asarray(D, float)
+    return params["E"] + params["A"] * N ** -params["alpha"] + params["B"] * D ** -params["beta"]
+
+
+def compute_optimal(params: dict, C) -> tuple[np.ndarray, np.ndarray]:
+    """Hoffmann eq. 4 under C = 6ND: N_opt = G (C/6)^(beta/(alpha+beta)), D_opt = (C/6)^(alpha/(alpha+beta)) / G.
+
+    Works on scalars or on arrays of bootstrap replicates (params values broadcast against C)."""
+    C = np.asarray(C, float)
+    a, b = params["alpha"], params["beta"]
+    G = (a * params["A"] / (b * params["B"])) ** (1.0 / (a + b))
+    return G * (C / 6) ** (b / (a + b)), (C / 6) ** (a / (a + b)) / G
+
+
+def compute_optimal_table(fit: Fit, budgets, level: float = 0.95) -> pd.DataFrame:
+    """N_opt, D_opt and tokens/param at each budget, with bootstrap percentile intervals when available."""
+    rows = []
+    for C in np.atleast_1d(np.asarray(budgets, float)):
+        n, d = compute_optimal(fit.params, C)
+        row = {"C": C, "N_opt": float(n), "D_opt": float(d), "tokens_per_param": float(d / n)}
+        if fit.samples is not None and len(fit.samples):
+            ns, ds = compute_optimal({k: fit.samples[k].to_numpy() for k in ("E", "A", "B", "alpha", "beta")}, C)
+            q = [(1 - level) / 2, (1 + level) / 2]
+            for name, s in (("N_opt", ns), ("D_opt", ds), ("tokens_per_param", ds / ns)):
+                s = s[np.isfinite(s)]
+                row[name + "_lo"], row[name + "_hi"] = np.quantile(s, q) if s.size else (np.nan, np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def huber_log_derivs(X, w, shared):
+    """Objective, gradient and Hessian for rows X (S, 5) with point weights w (S, n).
+
+    f = sum_i w_i Huber_delta(r_i) / delta,  r_i = logsumexp(u_i) - log L_i,
+    u_i = (log_A - alpha log N_i, log_B - beta log D_i, log_E).  With p = softmax(u) and J = du/dtheta,
+    grad r_i = J^T p and Hess r_i = J^T (diag p - p p^T) J; Huber' = clip(r, -delta, delta) and
+    Huber'' = [|r| <= delta]. Written out (not autodiff) so one pass gives f, g and H for all rows.
+    """
+    lN, lD, lL, delta = shared
+    a, b, e, alpha, beta = (X[:, i:i + 1] for i in range(5))
+    u1, u2 = a - alpha * lN, b - beta * lD
+    m = jnp.maximum(jnp.maximum(u1, u2), e)
+    q1, q2, q3 = jnp.exp(u1 - m), jnp.exp(u2 - m), jnp.exp(e - m)
+    s = q1 + q2 + q3
+    r = m + jnp.log(s) - lL
+    p1, p2, p3 = q1 / s, q2 / s, q3 / s
+    inside = jnp.abs(r) <= delta
+    f = jnp.sum(w * jnp.where(inside, 0.5 * r * r, delta * (jnp.abs(r) - 0.5 * delta)), axis=1) / delta
+    c = w * jnp.clip(r, -delta, delta) / delta  # Huber'(r) / delta
+    k = w * inside / delta  # Huber''(r) / delta
+    grad_r = jnp.stack([p1, p2, p3, -p1 * lN, -p2 * lD], axis=-1)  # (S, n, 5) = J^T p
+    g = jnp.einsum("sn,sni->si", c, grad_r)
+    # sum_i k_i gr gr^T + c_i (J^T diag(p) J - gr gr^T)
+    H = jnp.einsum("sn,sni,snj->sij", k - c, grad_r, grad_r)
+    diag = jnp.stack([jnp.sum(c * p1, 1), jnp.sum(c * p2, 1), jnp.sum(c * p3, 1),
+                      jnp.sum(c * p1 * lN * lN, 1), jnp.sum(c * p2 * lD * lD, 1)], axis=-1)
+    H = H + jax.vmap(jnp.diag)(diag)
+    off_a, off_b = -jnp.sum(c * p1 * lN, 1), -jnp.sum(c * p2 * lD, 1)
+    H = H.at[:, 0, 3].add(off_a).at[:, 3, 0].add(off_a).at[:, 1, 4].add(off_b).at[:, 4, 1].add(off_b)
+    return f, g, H
+
+
+def minimize_starts(starts: np.ndarray, weights: np.ndarray, logN, logD, logL, delta: float, **newton):
+    """Batched Newton from every row of `starts` with per-row point weights (S, n); float64."""
+    with jax.enable_x64(True):
+        shared = tuple(jnp.asarray(v, jnp.float64) for v in (logN, logD, logL)) + (jnp.float64(delta),)
+        return minimize_newton(huber_log_derivs, np.asarray(starts, np.float64), np.asarray(weights, np.float64),
+                               shared, **newton)
+
+
+def _start_matrix(starts) -> np.ndarray:
+    if isinstance(starts, str):
+        if starts == "hoffmann":
+            return to_vector(HOFFMANN_ROUNDED)[None]
+        if starts not in ("epoch", "small"):
+            raise AnalysisError(f"fit_chinchilla: starts={starts!r} must be 'epoch', 'small', 'hoffmann', "
+                                "a dict of grids, a list of parameter dicts or an (S, 5) array")
+        return grid_starts(starts)
+    if isinstance(starts, dict):
+        return grid_starts(starts)
+    if isinstance(starts, (list, tuple)) and starts and isinstance(starts[0], dict):
+        return np.stack([to_vector(p) for p in starts])
+    x = np.atleast_2d(np.asarray(starts, float))
+    if x.shape[1] != 5:
+        raise AnalysisError(f"fit_chinchilla: starts must have 5 columns {PARAMS}, got shape {x.shape}")
+    return x
+
+
+def _distinct_minima(x: np.ndarray, f: np.ndarray, k: int) -> np.ndarray:
+    """Up to k converged points with the lowest objectives, at least 1e-3 apart (infinity norm)."""
+    chosen: list[np.ndarray] = []
+    for i in np.argsort(f):
+        if not np.isfinite(f[i]):
+            break
+        if all(np.max(np.abs(x[i] - c)) > 1e-3 for c in chosen):
+            chosen.append(x[i])
+        if len(chosen) == k:
+            break
+    return np.array(chosen)
+
+
+def fit_chinchilla(df: pd.DataFrame, n: str = "N", d: str = "D", loss: str = "loss", *, delta: float = 1e-3,
+                   starts="epoch", n_boot: int = 1000, boot_starts: int = 3, level: float = 0.95,
+                   seed: int = 0, max_iter: int = 500) -> Fit:
+    """Approach 3 fit of loss = E + A/N^alpha + B/D^beta on the rows of df (N, D, loss columns > 0).
+
+    starts: 'epoch' (Epoch's 4,500-point grid, default), 'small' (243 points), 'hoffmann' (one start
+    at Hoffmann's rounded values), a grid dict over PARAMS, parameter dicts or an (S, 5) array.
+    Returns a Fit with E, A, B, alpha, beta, N_opt_exponent (a), D_opt_exponent (b), G; objective =
+    the Huber sum (unscaled); r2 of log loss; bootstrap intervals from n_boot replicates.
+    """
+    what = "fit_chinchilla"
+    require_frame(df, what)
+    require_columns(df, [n, d, loss], what)
+    N, D, L = positive(df, n, what), positive(df, d, what), positive(df, loss, what)
+    need_points(len(N), 6, what)
+    logN, logD, logL = np.log(N), np.log(D), np.log(L)
+    X0 = _start_matrix(starts)
+    t0 = time.perf_counter()
+    res = minimize_starts(X0, np.ones((len(X0), len(N))), logN, logD, logL, delta, max_iter=max_iter)
+    finite = np.isfinite(res.f)
+    if not finite.any():
+        raise AnalysisError(f"{what}: no start reached a finite objective")
+    best = int(np.nanargmin(np.where(finite, res.f, np.nan)))
+    f_best = res.f[best]
+    at_best = int(np.sum(res.f <= f_best * (1 + AT_BEST_RTOL)))
+    # restart from the solution: a genuine optimum does not move and has a tiny gradient
+    polish = minimize_starts(res.x[best:best + 1], np.ones((1, len(N))), logN, logD, logL, delta, max_iter=max_iter)
+    x_best = polish.x[0] if polish.f[0] <= f_best else res.x[best]
+    f_best = min(f_best, polish.f[0])
+    wall = time.perf_counter() - t0
+
+    params = to_params(x_best)
+    resid = np.log(chinchilla_loss(params, N, D)) - logL
+    r2 = 1 - np.sum(resid**2) / np.sum((logL - logL.mean()) ** 2)
+    warnings = []
+    if at_best <= 2 and len(X0) > 2:
+        warnings.append(f"only {at_best} of {len(X0)} starts reached the best objective: the optimum is fragile")
+    if polish.grad_inf[0] > GRAD_WARN:
+        warnings.append(f"gradient at the optimum is {polish.grad_inf[0]:.2g} (scaled objective): not converged")
+    for name, v in (("N", N), ("D", D)):
+        decades = np.log10(v.max() / v.min())
+        if decades < 2:
+            warnings.append(f"{name} spans only {decades:.1f} decades: alpha and beta are poorly identified")
+    details = {"objective": "sum of Huber_delta(log L_hat - log L)", "delta": delta, "reduction": "sum",
+               "optimizer": "batched damped Newton (analytic Hessian), objective scaled by 1/delta",
+               "tolerances": {"gtol_scaled": 1e-10, "ftol": 1e-15, "max_iter": max_iter},
+               "n_starts": len(X0), "n_at_best": at_best, "at_best_rtol": AT_BEST_RTOL,
+               "grad_inf_scaled": float(polish.grad_inf[0]), "start_status": res.status_counts(),
+               "log_params": dict(zip(PARAMS, map(float, x_best))), "r2_space": "log loss",
+               "fit_wall_s": wall, "columns": {"N": n, "D": d, "loss": loss}}
+    fit = Fit("chinchilla_approach3", params, objective=float(f_best * delta), r2=float(r2), n=len(N),
+              warnings=warnings, details=details)
+    if n_boot > 0:
+        _bootstrap(fit, res, x_best, logN, logD, logL, delta, n_boot, boot_starts, level, seed, max_iter)
+    return fit
+
+
+def _bootstrap(fit: Fit, res, x_best, logN, logD, logL, delta, n_boot, boot_starts, level, seed, max_iter) -> None:
+    rng = np.random.default_rng(seed)
+    W = resample_weights(len(logN), n_boot, rng)
+    cands = _distinct_minima(np.vstack([x_best, res.x]), np.concatenate([[np.nanmin(res.f) - 1.0], res.f]), boot_starts)
+    K = len(cands)
+    t0 = time.perf_counter()
+    out = minimize_starts(np.tile(cands, (n_boot, 1)), np.repeat(W, K, axis=0), logN, logD, logL, delta,
+                          max_iter=max_iter)
+    f = np.where(np.isfinite(out.f), out.f, np.inf).reshape(n_boot, K)
+    pick = np.argmin(f, axis=1)
+    xs = out.x.reshape(n_boot, K, 5)[np.arange(n_boot), pick]
+    gi = out.grad_inf.reshape(n_boot, K)[np.arange(n_boot), pick]
+    samples = pd.DataFrame(to_params(xs))
+    fit.samples = samples
+    fit.ci, fit.se = summarize(samples, level)
+    n_bad = int(np.sum(gi > GRAD_WARN))
+    if n_bad:
+        fit.warnings.append(f"{n_bad} of {n_boot} bootstrap replicates did not converge (gradient > {GRAD_WARN:g})")
+    corr = float(np.corrcoef(samples["alpha"], samples["beta"])[0, 1])
+    if abs(corr) > 0.95:
+        fit.warnings.append(f"alpha and beta are strongly correlated across the bootstrap (r = {corr:.2f})")
+    fit.details["bootstrap"] = {"n_boot": n_boot, "seed": seed, "level": level, "method": "resample points",
+                                "starts_per_replicate": K, "alpha_beta_corr": corr,
+                                "replicates_where_starts_disagree": int(np.sum(np.ptp(f, axis=1) > 1e-6 * f.min(1))),
+                                "wall_s": time.perf_counter() - t0}

@@ -1,0 +1,367 @@
+"""Load run stores into two tidy tables: `runs` (one row per run) and `curves` (one row per logged step).
+
+A store is a directory of run directories `<store>/<run_id>/` holding `config.json`, `metrics.jsonl`,
+`summary.json` (written last, only for finished runs) and `status` (see the sweep runner). The
+consolidated tables `<store>/runs.parquet` and `<store>/curves.parquet` can be rebuilt from the run
+directories at any time; `load_store` reuses them and re-reads only the runs whose files changed
+(each run's file sizes and mtimes are kept as a signature in runs.parquet).
+
+State of a run: summary.json present -> its status ("done" | "diverged"); else the status file's state
+if it is pending/running/failed; a run that claims done/diverged without a summary, or has no
+status at all, is "incomplete". Diverged and failed runs are kept and flagged, never dropped.
+Corrupt metrics lines (e.g. truncated by a crash) are skipped with a LoadWarning naming file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from analysis.errors import AnalysisError, LoadWarning
+
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "status")
+RUNS_FILE, CURVES_FILE = "runs.parquet", "curves.parquet"
+STATES = ("pending", "running", "done", "diverged", "failed", "incomplete")
+_BUILD_KEY = b"analysis.build_id"
+_SIG = "_signature"
+
+
+# ---------------------------------------------------------------- one run
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested dict -> dotted keys ({"optim": {"lr": 1}} -> {"optim.lr": 1}); lists become JSON strings."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def _read_json(path: Path) -> dict | None:
+    """A JSON object from path; None (with a LoadWarning) when missing-but-expected or corrupt."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        warnings.warn(f"{path}: unreadable JSON, ignored ({e})", LoadWarning, stacklevel=3)
+        return None
+    if not isinstance(data, dict):
+        warnings.warn(f"{path}: expected a JSON object, ignored", LoadWarning, stacklevel=3)
+        return None
+    return data
+
+
+def _normalise_curves(table: pa.Table) -> pa.Table:
+    """Integer step/tokens -> int64, other numeric or null columns -> float64, so runs concatenate."""
+    cols, names = [], []
+    for name, col in zip(table.column_names, table.columns):
+        t = col.type
+        if name in ("step", "tokens") and pa.types.is_integer(t):
+            col = col.cast(pa.int64())
+        elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t) or pa.types.is_boolean(t):
+            col = col.cast(pa.float64())
+        cols.append(col)
+        names.append(name)
+    return pa.table(cols, names=names)
+
+
+def read_metrics(path: Path) -> tuple[pa.Table, int]:
+    """metrics.jsonl -> (table, number of corrupt lines skipped). Fast path: Arrow's JSON reader;
+    on any parse problem (NaN/Infinity tokens, truncated lines) a line-by-line Python parse."""
+    try:
+        if path.stat().st_size == 0:
+            return pa.table({}), 0
+    except FileNotFoundError:
+        return pa.table({}), 0
+    try:
+        return _normalise_curves(pa_json.read_json(path)), 0
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    rows, bad = [], []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                bad.append(lineno)
+                continue
+            if isinstance(obj, dict):
+                rows.append(obj)
+            else:
+                bad.append(lineno)
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
+        warnings.warn(f"{path}: skipped {len(bad)} corrupt line(s) (line {shown})", LoadWarning, stacklevel=2)
+    return (_normalise_curves(pa.Table.from_pylist(rows)) if rows else pa.table({})), len(bad)
+
+
+def _state(status: dict | None, summary: dict | None) -> str:
+    if summary is not None:
+        s = summary.get("status")
+        return s if s in ("done", "diverged") else "incomplete"
+    state = (status or {}).get("state")
+    return state if state in ("pending", "running", "failed") else "incomplete"
+
+
+def signature(run_dir: Path) -> str:
+    """Sizes and mtimes of a run's files: changes whenever the run writes anything we read."""
+    parts = []
+    for name in RUN_FILES:
+        try:
+            st = os.stat(run_dir / name)
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except FileNotFoundError:
+            parts.append("-")
+    return "|".join(parts)
+
+
+def _read_run_arrow(run_dir: Path) -> tuple[dict, pa.Table]:
+    run_dir = Path(run_dir)
+    sig = signature(run_dir)
+    config = _read_json(run_dir / "config.json")
+    summary = _read_json(run_dir / "summary.json")
+    status = _read_json(run_dir / "status")
+    table, n_bad = read_metrics(run_dir / "metrics.jsonl")
+    row: dict = {"run_id": run_dir.name, "state": _state(status, summary)}
+    row["diverged"] = row["state"] == "diverged"
+    row["error"] = (status or {}).get("error")
+    for k, v in (summary or {}).items():
+        if k != "status":
+            row[k] = v
+    for k, v in (status or {}).items():
+        if k not in ("state", "error", "traceback"):
+            row[f"status.{k}"] = json.dumps(v) if isinstance(v, (dict, list)) else v
+    row.update(flatten(config or {}))
+    row["has_config"] = config is not None
+    row["n_metric_rows"] = table.num_rows
+    row["n_bad_lines"] = n_bad
+    row["last_step"] = pc.max(table["step"]).as_py() if "step" in table.column_names and table.num_rows else None
+    row[_SIG] = sig
+    if table.num_rows:
+        table = table.add_column(0, "run_id", pa.array([run_dir.name] * table.num_rows, pa.string()))
+    return row, table
+
+
+def read_run(run_dir: str | Path) -> tuple[dict, pd.DataFrame]:
+    """One run directory -> (runs-table row as a dict, curves DataFrame with a run_id column)."""
+    row, table = _read_run_arrow(Path(run_dir))
+    row.pop(_SIG, None)
+    return row, table.to_pandas()
+
+
+# ---------------------------------------------------------------- a whole store
+
+
+def run_dirs(store: str | Path) -> list[Path]:
+    """Subdirectories that look like runs (hold at least one of the run files), sorted by name."""
+    store = Path(store)
+    if not store.is_dir():
+        raise AnalysisError(f"store {str(store)!r} is not a directory")
+    out = []
+    with os.scandir(store) as it:
+        for e in it:
+            if e.is_dir() and any(os.path.exists(os.path.join(e.path, f)) for f in RUN_FILES):
+                out.append(Path(e.path))
+    return sorted(out, key=lambda p: p.name)
+
+
+SUMMARY_FIELDS = ("steps", "tokens", "final_train_loss", "final_val_loss", "best_val_loss", "wall_time_s",
+                  "n_params", "n_params_nonembedding", "flops_per_token", "diverged_step", "diverge_reason")
+_HEAD = ("run_id", "state", "diverged", "error") + SUMMARY_FIELDS
+_TAIL = ("has_config", "n_metric_rows", "n_bad_lines", "last_step", _SIG)
+
+
+def _tidy_runs(rows: list[dict]) -> pd.DataFrame:
+    """Rows -> DataFrame with a stable column order (ids and summary, config sorted, read stats) and
+    types parquet accepts (a column mixing numbers and text keeps the text)."""
+    runs = pd.DataFrame(rows)
+    middle = sorted(c for c in runs.columns if c not in _HEAD and c not in _TAIL)
+    runs = runs[[c for c in _HEAD if c in runs] + middle + [c for c in _TAIL if c in runs]]
+    for c in runs.columns:
+        if runs[c].dtype == object:
+            vals = runs[c].dropna()
+            if len(vals) and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in vals):
+                runs[c] = pd.to_numeric(runs[c])
+            elif len({type(v) for v in vals}) > 1:  # mixed types cannot go to parquet: keep their text
+                runs[c] = runs[c].map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return runs
+
+
+def _read_many(dirs: Sequence[Path]) -> tuple[list[dict], list[pa.Table]]:
+    if not dirs:
+        return [], []
+    workers = min(8, (os.cpu_count() or 1) + 2, len(dirs))
+    with warnings.catch_warnings(record=True) as caught, ThreadPoolExecutor(workers) as pool:
+        warnings.simplefilter("always", LoadWarning)
+        results = list(pool.map(_read_run_arrow, dirs))
+    for w in caught:  # re-issue from the calling thread so filters and pytest see them
+        warnings.warn(w.message, w.category, stacklevel=3)
+    return [r for r, _ in results], [t for _, t in results if t.num_rows]
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    if not tables:
+        return pa.table({"run_id": pa.array([], pa.string()), "step": pa.array([], pa.int64())})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def build_tables(store: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read every run directory of a store (no cache) -> (runs, curves)."""
+    rows, tables = _read_many(run_dirs(store))
+    runs = _tidy_runs(rows).drop(columns=[_SIG], errors="ignore") if rows else _empty_runs()
+    return runs, _curves_frame(_concat(tables))
+
+
+def _empty_runs() -> pd.DataFrame:
+    return pd.DataFrame({"run_id": pd.Series([], dtype=str), "state": pd.Series([], dtype=str)})
+
+
+def _curves_frame(table: pa.Table) -> pd.DataFrame:
+    df = table.to_pandas()
+    if "run_id" in df:
+        df["run_id"] = df["run_id"].astype("category")
+    return df
+
+
+def _read_cache(store: Path):
+    """(runs table, curves table) from the parquet files if both exist and come from the same build."""
+    rp, cp = store / RUNS_FILE, store / CURVES_FILE
+    if not (rp.exists() and cp.exists()):
+        return None
+    try:
+        meta_r = pq.read_schema(rp).metadata or {}
+        meta_c = pq.read_schema(cp).metadata or {}
+        if meta_r.get(_BUILD_KEY) is None or meta_r.get(_BUILD_KEY) != meta_c.get(_BUILD_KEY):
+            return None
+        return pq.read_table(rp), pq.read_table(cp)
+    except (OSError, pa.ArrowException) as e:
+        warnings.warn(f"{store}: cached tables unreadable, rebuilding ({e})", LoadWarning, stacklevel=3)
+        return None
+
+
+def _atomic_write(table: pa.Table, path: Path, build_id: bytes) -> None:
+    meta = dict(table.schema.metadata or {})
+    meta[_BUILD_KEY] = build_id
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _refresh(store: Path, refresh: str, write: bool) -> tuple[pa.Table, pa.Table]:
+    dirs = run_dirs(store)
+    sigs = {d.name: signature(d) for d in dirs}
+    cache = None if refresh == "always" else _read_cache(store)
+    if cache is not None and refresh == "never":
+        return cache
+    keep_ids: set[str] = set()
+    old_runs = old_curves = None
+    if cache is not None:
+        old_runs, old_curves = cache
+        old_sig = dict(zip(old_runs["run_id"].to_pylist(), old_runs[_SIG].to_pylist()))
+        keep_ids = {r for r, s in old_sig.items() if sigs.get(r) == s}
+        if keep_ids == set(sigs) and len(old_sig) == len(sigs):
+            return cache
+    stale = [d for d in dirs if d.name not in keep_ids]
+    rows, tables = _read_many(stale)
+    new_runs = pa.Table.from_pandas(_tidy_runs(rows), preserve_index=False) if rows else None
+    runs_parts, curve_parts = [], tables
+    if old_runs is not None and keep_ids:
+        keep = pa.array(sorted(keep_ids))
+        runs_parts.append(old_runs.filter(pc.is_in(old_runs["run_id"], keep)))
+        if old_curves.num_rows:
+            curve_parts = [old_curves.filter(pc.is_in(old_curves["run_id"], keep))] + tables
+    if new_runs is not None:
+        runs_parts.append(new_runs)
+    runs = _concat_runs(runs_parts)
+    curves = _concat([_normalise_curves(t) for t in curve_parts if t.num_rows])
+    if runs.num_rows:
+        runs = runs.take(pa.array(np.argsort(np.asarray(runs["run_id"].to_pylist(), dtype=object), kind="stable")))
+    if write:
+        try:
+            build_id = uuid.uuid4().hex.encode()
+            _atomic_write(curves, store / CURVES_FILE, build_id)
+            _atomic_write(runs, store / RUNS_FILE, build_id)
+        except OSError as e:
+            warnings.warn(f"{store}: could not write the parquet tables ({e}); loaded in memory only",
+                          LoadWarning, stacklevel=3)
+    return runs, curves
+
+
+def _concat_runs(parts: list[pa.Table]) -> pa.Table:
+    parts = [p.replace_schema_metadata(None) for p in parts if p is not None and p.num_rows]
+    if not parts:
+        return pa.Table.from_pandas(_empty_runs().assign(**{_SIG: pd.Series([], dtype=str)}), preserve_index=False)
+    try:
+        return pa.concat_tables(parts, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a config field changed type between runs: go through pandas
+        return pa.Table.from_pandas(_tidy_runs(pd.concat([p.to_pandas() for p in parts]).to_dict("records")),
+                                    preserve_index=False)
+
+
+def write_tables(store: str | Path, refresh: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Consolidate a store into runs.parquet and curves.parquet (atomic replace), re-reading only runs
+    whose files changed (refresh="always" re-reads all). Returns (runs, curves)."""
+    runs, curves = _refresh(Path(store), refresh, write=True)
+    return runs.to_pandas().drop(columns=[_SIG], errors="ignore"), _curves_frame(curves)
+
+
+def load_store(stores: str | Path | Iterable[str | Path], refresh: str = "auto", write: bool = True,
+               curve_columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load one store or several into (runs, curves) DataFrames.
+
+    refresh: "auto" (reuse the parquet tables, re-reading runs whose files changed), "always"
+    (re-read every run) or "never" (trust the parquet tables if present). write: update the tables
+    on disk. curve_columns: keep only these curve columns (run_id and step are always kept).
+    With several stores, both tables get a `store` column and runs are identified by (store, run_id).
+    """
+    if refresh not in ("auto", "always", "never"):
+        raise AnalysisError(f"load_store: refresh={refresh!r} must be 'auto', 'always' or 'never'")
+    paths = [Path(stores)] if isinstance(stores, (str, Path)) else [Path(s) for s in stores]
+    if not paths:
+        raise AnalysisError("load_store: no store given")
+    all_runs, all_curves = [], []
+    for p in paths:
+        runs_t, curves_t = _refresh(p, refresh, write)
+        if curve_columns is not None:
+            keep = ["run_id", "step"] + [c for c in curve_columns if c not in ("run_id", "step")]
+            missing = [c for c in keep if c not in curves_t.column_names]
+            if missing and curves_t.num_rows:
+                raise AnalysisError(f"store {str(p)!r}: curves have no column {', '.join(map(repr, missing))}")
+            curves_t = curves_t.select([c for c in keep if c in curves_t.column_names])
+        runs = runs_t.to_pandas().drop(columns=[_SIG], errors="ignore")
+        curves = curves_t.to_pandas()
+        runs.insert(1, "store", str(p))
+        if len(paths) > 1:
+            curves.insert(0, "store", str(p))
+        all_runs.append(runs)
+        all_curves.append(curves)
+    runs = pd.concat(all_runs, ignore_index=True) if len(all_runs) > 1 else all_runs[0]
+    curves = pd.concat(all_curves, ignore_index=True) if len(all_curves) > 1 else all_curves[0]
+    if "run_id" in curves:
+        curves["run_id"] = curves["run_id"].astype("category")
+    return runs, curves

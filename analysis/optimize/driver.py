@@ -1,0 +1,84 @@
+"""Host loop shared by the batched minimisers: run jitted chunks, then compact the live problems.
+
+A state is a dict of arrays with leading batch axis S, holding at least `x`, `f`, `g`, `it` (iterations
+done) and `status` (RUNNING until a stopping rule fires). Between chunks the still-running rows are
+gathered into a smaller batch, padded to a size from a fixed ladder so that only a handful of shapes
+is ever compiled (the ladder is absolute, so a grid fit and a bootstrap reuse each other's programs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import numpy as np
+
+RUNNING, CONVERGED_GTOL, CONVERGED_FTOL, MAX_ITER, FAILED = 0, 1, 2, 3, 4
+STATUS_NAMES = {RUNNING: "running", CONVERGED_GTOL: "gtol", CONVERGED_FTOL: "ftol", MAX_ITER: "max_iter",
+                FAILED: "failed"}
+
+# batch sizes 16, 24, 32, 48, ... (powers of two and 1.5x them): padding wastes at most a third
+LADDER = sorted({16 * 2**k for k in range(12)} | {24 * 2**k for k in range(12)})
+MAX_BATCH = 6144  # larger problems are split into blocks of this size (bounds memory)
+
+
+@dataclass
+class BatchResult:
+    """Per-problem results (numpy, leading batch axis)."""
+
+    x: np.ndarray  # (S, P) solutions
+    f: np.ndarray  # (S,) objective at x
+    grad_inf: np.ndarray  # (S,) max |gradient| at x
+    n_iter: np.ndarray  # (S,) iterations used
+    status: np.ndarray  # (S,) codes, see STATUS_NAMES
+
+    def status_counts(self) -> dict[str, int]:
+        return {STATUS_NAMES[int(k)]: int(v) for k, v in zip(*np.unique(self.status, return_counts=True))}
+
+
+def bucket(n: int) -> int:
+    for size in LADDER:
+        if size >= n:
+            return size
+    raise ValueError(f"batch of {n} exceeds the ladder")
+
+
+def pad_rows(tree, size: int):
+    """Pad every leaf along axis 0 to `size` rows by repeating row 0 (padded rows are discarded)."""
+
+    def pad(a):
+        a = np.asarray(a)
+        if a.shape[0] == size:
+            return a
+        return np.concatenate([a, np.repeat(a[:1], size - a.shape[0], axis=0)], axis=0)
+
+    return jax.tree.map(pad, tree)
+
+
+def run_compacted(init: Callable, chunk: Callable, x0: np.ndarray, aux, shared, *, max_iter: int) -> BatchResult:
+    """init(x, aux, shared) -> state and chunk(state, aux, shared) -> state are jitted and batched over
+    axis 0 of x, aux and the state; `shared` (data common to all problems) is passed through as is."""
+    n = x0.shape[0]
+    if n > MAX_BATCH:
+        parts = [run_compacted(init, chunk, x0[i:i + MAX_BATCH], jax.tree.map(lambda a: a[i:i + MAX_BATCH], aux),
+                               shared, max_iter=max_iter) for i in range(0, n, MAX_BATCH)]
+        return BatchResult(*(np.concatenate([getattr(p, k) for p in parts])
+                             for k in ("x", "f", "grad_inf", "n_iter", "status")))
+    size = bucket(n)
+    state = {k: np.array(v[:n]) for k, v in init(*pad_rows((x0, aux), size), shared).items()}
+    active = np.flatnonzero(state["status"] == RUNNING)
+    while active.size:
+        # shrink the batch only when it would at least halve: fewer distinct shapes to compile
+        if bucket(active.size) <= size // 2:
+            size = bucket(active.size)
+        sub = pad_rows({k: v[active] for k, v in state.items()}, size)
+        sub_aux = pad_rows(jax.tree.map(lambda a: np.asarray(a)[active], aux), size)
+        out = chunk(sub, sub_aux, shared)
+        for k in state:
+            state[k][active] = np.asarray(out[k])[:active.size]
+        stuck = active[(state["it"][active] >= max_iter) & (state["status"][active] == RUNNING)]
+        state["status"][stuck] = MAX_ITER
+        active = active[state["status"][active] == RUNNING]
+    return BatchResult(x=state["x"], f=state["f"], grad_inf=np.max(np.abs(state["g"]), axis=1),
+                       n_iter=state["it"], status=state["status"])
