@@ -1,0 +1,14 @@
+"""Figures: one function per figure, each returning a matplotlib Figure (no pyplot state, so they work
+headless and in parallel). Axes that the field reads in powers of two (learning rate, width, batch,
+norm, horizon) use log2 scales with 2^k tick labels; colours follow a sequential colormap by size.
+"""
+
+from analysis.plots.diagnostics import plot_coord_check, plot_embedding_row_norms
+from analysis.plots.laws import plot_chinchilla_fit, plot_isoflop
+from analysis.plots.lr import plot_bstar, plot_loss_vs_lr, plot_lr_vs_batch, plot_optimal_lr_vs_width
+from analysis.plots.norm import plot_loss_vs_norm, plot_norm_vs_step
+from analysis.plots.style import save_figure
+
+__all__ = ["plot_bstar", "plot_chinchilla_fit", "plot_coord_check", "plot_embedding_row_norms", "plot_isoflop",
+           "plot_loss_vs_lr", "plot_loss_vs_norm", "plot_lr_vs_batch", "plot_norm_vs_step",
+           "plot_optimal_lr_vs_width", "save_figure"]
