@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import optax
 
-from scaling.optim.common import add_decay, apply_lr, scale_per_leaf
+from scaling.optim.common import add_decay, apply_lr, is_zero, scale_per_leaf
 
 
 def build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
@@ -23,7 +23,7 @@ def build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
 def build_sgd(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
     """SGD with heavy-ball momentum b1 (0 = plain SGD); the muP SGD column applies to it."""
     return optax.chain(
-        optax.trace(decay=cfg.b1) if cfg.b1 > 0 else optax.identity(),
+        optax.identity() if is_zero(cfg.b1) else optax.trace(decay=cfg.b1),
         scale_per_leaf(lr_mults),
         add_decay(cfg.weight_decay, specs, cfg.decay_roles),
         apply_lr(cfg.lr, schedule),

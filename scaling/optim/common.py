@@ -25,6 +25,12 @@ import optax
 from scaling.specs import tree_map_specs
 
 
+def is_zero(x: Any) -> bool:
+    """A hyperparameter that is the Python constant 0. The training loop passes nonzero scalar
+    hyperparameters as traced arrays (scaling.hyper), so builders may branch only on this test."""
+    return isinstance(x, (int, float)) and x == 0
+
+
 def is_masked(x: Any) -> bool:
     """optax.partition hands each group a tree whose other groups' leaves are MaskedNode()."""
     return isinstance(x, optax.MaskedNode)
@@ -59,14 +65,14 @@ def decay_mask(specs: Any, roles: tuple[str, ...]) -> Any:
 
 def add_decay(weight_decay: float, specs: Any, roles: tuple[str, ...]) -> optax.GradientTransformation:
     """updates += weight_decay * params on the decayed roles (before the lr is applied)."""
-    if weight_decay == 0 or not roles:
+    if is_zero(weight_decay) or not roles:
         return optax.identity()
     return optax.add_decayed_weights(weight_decay, mask=decay_mask(specs, roles))
 
 
 def fallback_lr(cfg) -> float:
     """The AdamW fallback's base lr: optim.fallback_lr, 0 meaning optim.lr."""
-    return cfg.fallback_lr or cfg.lr
+    return cfg.lr if is_zero(cfg.fallback_lr) else cfg.fallback_lr
 
 
 def base_lrs(specs: Any, cfg, fallback_roles: tuple[str, ...]) -> Any:
@@ -77,6 +83,6 @@ def base_lrs(specs: Any, cfg, fallback_roles: tuple[str, ...]) -> Any:
 def apply_lr(lr: float | Any, schedule: Callable) -> optax.GradientTransformation:
     """Multiply by -lr * schedule(step): the last link of every chain. `lr` is a float or a tree of
     per-leaf base lrs (see base_lrs)."""
-    if isinstance(lr, (int, float, jax.Array)):  # jax.Array: a traced scalar (scaling.hyper)
+    if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(lr)):  # a float or a traced scalar
         return optax.scale_by_schedule(lambda step: -lr * schedule(step))
     return optax.chain(scale_per_leaf(lr), optax.scale_by_schedule(lambda step: -schedule(step)))

@@ -55,23 +55,22 @@ def tangent_direction(w: jax.Array, g: jax.Array, dual_steps: int) -> jax.Array:
     w_MxN = w_MxN.astype(jnp.float32)
     g_MxN = g_MxN / (jnp.sqrt(jnp.sum(jnp.square(g_MxN), axis=(-2, -1), keepdims=True)) + 1e-30)
 
-    def direction_and_violation(lam_NxN):
-        d_MxN = msign(g_MxN + 2 * w_MxN @ lam_NxN)
-        h_NxN = _mT(w_MxN) @ d_MxN + _mT(d_MxN) @ w_MxN
-        return d_MxN, h_NxN
-
     def not_done(carry):
         k, _, _, h_NxN = carry
-        return (k < dual_steps - 1) & jnp.any(_rms(h_NxN) >= TOLERANCE)
+        return (k < 0) | ((k < dual_steps - 1) & jnp.any(_rms(h_NxN) >= TOLERANCE))
 
     def dual_ascent_step(carry):
+        """Step k >= 0 first moves Lambda by -lr_k H_{k-1} (step -1 keeps the initial guess), then
+        computes D_k and H_k. Converged matrices stop moving, as the reference's per-matrix break."""
         k, lam_NxN, _, h_NxN = carry
-        still_moving = (_rms(h_NxN) >= TOLERANCE)[..., None, None]  # converged matrices stop, as in the reference
+        still_moving = ((k >= 0) & (_rms(h_NxN) >= TOLERANCE))[..., None, None]
         lam_NxN = lam_NxN - jnp.where(still_moving, DUAL_LR * (1 - k / dual_steps) * h_NxN, 0.0)
-        return (k + 1, lam_NxN, *direction_and_violation(lam_NxN))
+        d_MxN = msign(g_MxN + 2 * w_MxN @ lam_NxN)
+        h_NxN = _mT(w_MxN) @ d_MxN + _mT(d_MxN) @ w_MxN
+        return k + 1, lam_NxN, d_MxN, h_NxN
 
     lam_NxN = -0.25 * (_mT(w_MxN) @ g_MxN + _mT(g_MxN) @ w_MxN)
-    carry = (jnp.asarray(0, jnp.int32), lam_NxN, *direction_and_violation(lam_NxN))
+    carry = (jnp.asarray(-1, jnp.int32), lam_NxN, jnp.zeros_like(g_MxN), jnp.zeros_like(lam_NxN))
     _, _, d_MxN, _ = jax.lax.while_loop(not_done, dual_ascent_step, carry)
     return _mT(d_MxN) if wide else d_MxN
 

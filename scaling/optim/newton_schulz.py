@@ -66,10 +66,15 @@ def newton_schulz(x: jax.Array, steps: int = 5, coeffs: str = "muon", *, dtype=j
     x_MxN = x_MxN.astype(dtype)
     precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else None
     mm = lambda a, b: jnp.matmul(a, b, precision=precision)  # noqa: E731
-    for a, b, c in schedule:
+
+    def step(x_MxN, abc):
+        a, b, c = abc[0], abc[1], abc[2]
         a_MxM = mm(x_MxN, jnp.swapaxes(x_MxN, -1, -2))
         b_MxM = b * a_MxM + c * mm(a_MxM, a_MxM)
-        x_MxN = a * x_MxN + mm(b_MxM, x_MxN)
+        return a * x_MxN + mm(b_MxM, x_MxN), None
+
+    # a scan over the coefficient table: one compiled step however many steps (fast compiles)
+    x_MxN, _ = jax.lax.scan(step, x_MxN, jnp.asarray(schedule, dtype))
     if tall:
         x_MxN = jnp.swapaxes(x_MxN, -1, -2)
     return x_MxN.astype(out_dtype)
