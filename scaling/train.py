@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from scaling import data as data_lib
-from scaling import models, parametrization
+from scaling import hyper, models, parametrization
 from scaling.checkpoint import Checkpointer
 from scaling.config import Config, ConfigError, to_dict
 from scaling.logs import MetricsLog, write_json_atomic
@@ -46,6 +46,15 @@ def eval_steps(total: int, per_octave: int) -> list[int]:
         steps.add(s)
         j += 1
     return sorted(steps)
+
+
+def logged_steps(run) -> list[int]:
+    """The steps whose rows metrics.jsonl holds once the run (a RunConfig) is done, step 0 included;
+    a diverged run holds those before its diverged step, then that step. Integrity checks use it."""
+    horizons = set(eval_steps(run.steps, run.eval_per_octave))
+    norms_every = run.norms_every or run.log_every
+    return [0] + [n for n in range(1, run.steps + 1)
+                  if n % run.log_every == 0 or n % norms_every == 0 or n in horizons]
 
 
 def _meta(cfg: Config, specs: Any) -> dict:
@@ -72,36 +81,55 @@ def _check_same_run(path: Path, resolved: dict) -> None:
 
 
 class Trainer:
-    """Everything compiled for one config: the train step, evaluation and initial norms."""
+    """Everything compiled for one program config (scaling.hyper): the train step, evaluation and
+    initial norms. The step takes the run's hyperparameter values as inputs, so runs that differ only
+    in them (a learning-rate sweep) share one Trainer and its compilations."""
 
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.specs = models.param_specs(cfg.model, cfg.param)
-        self.schedule = make_schedule(cfg.run)
-        lr_mults = parametrization.lr_multipliers(self.specs, cfg.param, cfg.optim)
-        self.tx = build_optimizer(cfg.optim, self.specs, lr_mults, self.schedule)
-        self.compute_dtype = jnp.bfloat16 if cfg.run.compute_dtype == "bfloat16" else None
-        self.step = jax.jit(self._step, donate_argnums=(0, 1))
+    def __init__(self, cfg: Config, fields: tuple[str, ...] | None = None):
+        """fields: the hyperparameters fed as inputs (default: every nonzero one, scaling.hyper); the
+        others are compile-time constants (the fallback for a builder that branches on a value)."""
+        self.run_cfg = cfg
+        self.fields = hyper.traced_fields(cfg) if fields is None else tuple(fields)
+        self.cfg = hyper.program_config(cfg, self.fields)
+        self.specs = models.param_specs(self.cfg.model, self.cfg.param)
+        self.schedule = make_schedule(self.cfg.run)
+        self.compute_dtype = jnp.bfloat16 if self.cfg.run.compute_dtype == "bfloat16" else None
+        self._step_jit = jax.jit(self._step, donate_argnums=(0, 1))
         self.evaluate = jax.jit(self._evaluate)
         self.param_norms = jax.jit(lambda p: norm_metrics(self.specs, p, p, jnp.float32(0.0)))
 
-    def init_state(self, key: jax.Array) -> tuple[Any, Any]:
-        params, _ = models.init(self.cfg.model, key, self.cfg.param, self.cfg.optim)
-        return params, self.tx.init(params)
+    def hyper_values(self, cfg: Config) -> dict:
+        return hyper.values(cfg, self.fields)
+
+    def init_state(self, key: jax.Array, cfg: Config | None = None) -> tuple[Any, Any]:
+        """Parameters and optimizer state of `cfg` (default: the config this Trainer was built from)."""
+        cfg = cfg or self.run_cfg
+        params, specs = models.init(cfg.model, key, cfg.param, cfg.optim)
+        tx = build_optimizer(cfg.optim, specs, parametrization.lr_multipliers(specs, cfg.param, cfg.optim),
+                             self.schedule)
+        return params, tx.init(params)
+
+    def step(self, params, opt_state, tokens_BxT1, step, with_norms, hp: dict | None = None):
+        """One update; hp defaults to the values of the config this Trainer was built from."""
+        hp = self.hyper_values(self.run_cfg) if hp is None else hp
+        return self._step_jit(params, opt_state, tokens_BxT1, step, with_norms, hp)
 
     def loss(self, params, tokens_BxT1):
         return models.loss_fn(self.cfg.model, params, tokens_BxT1, param=self.cfg.param,
                               compute_dtype=self.compute_dtype)
 
-    def _step(self, params, opt_state, tokens_BxT1, step, with_norms):
+    def _step(self, params, opt_state, tokens_BxT1, step, with_norms, hp):
+        optim, param = hyper.traced_sections(self.cfg, hp)
+        tx = build_optimizer(optim, self.specs, parametrization.lr_multipliers(self.specs, param, optim),
+                             self.schedule)
         loss, grads = jax.value_and_grad(self.loss)(params, tokens_BxT1)
         grad_norm = optax.tree.norm(grads)
         clip = self.cfg.run.grad_clip
         if clip > 0:
             grads = jax.tree_util.tree_map(lambda g: g * jnp.minimum(1.0, clip / (grad_norm + 1e-12)), grads)
-        updates, opt_state = self.tx.update(grads, opt_state, params)
+        updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        lr = self.cfg.optim.lr * self.schedule(step)
+        lr = optim.lr * self.schedule(step)
         shapes = jax.eval_shape(lambda: norm_metrics(self.specs, params, updates, lr))
         norms = jax.lax.cond(with_norms, lambda: norm_metrics(self.specs, params, updates, lr),
                              lambda: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
@@ -110,11 +138,43 @@ class Trainer:
     def _evaluate(self, params, batches_ExBxT1):
         return jnp.mean(jax.lax.map(lambda b: self.loss(params, b), batches_ExBxT1))
 
+    def traces(self) -> bool:
+        """Whether the step traces with its hyperparameters as arrays (no Python branch on one)."""
+        params, opt_state = jax.eval_shape(lambda k: self.init_state(k), jax.random.PRNGKey(0))
+        B, T = self.cfg.run.batch_size, self.cfg.model.context
+        try:
+            jax.eval_shape(self._step, params, opt_state, jax.ShapeDtypeStruct((B, T + 1), jnp.int32),
+                           jnp.int32(0), False, self.hyper_values(self.cfg))
+        except Exception:  # noqa: BLE001 - e.g. a Python branch on a traced value; the constant-mode
+            return False     # fallback re-raises any error that is not about the hyperparameter inputs
+        return True
+
+
+@functools.lru_cache(maxsize=16)
+def _traceable_fields(program: Config) -> tuple[str, ...]:
+    """The hyperparameters of this program that can be inputs: all of them, or (when a builder
+    branches in Python on one, e.g. SGD's `if b1 > 0`) the largest set found by adding one at a time."""
+    fields = hyper.traced_fields(program)
+    if Trainer(program).traces():
+        return fields
+    kept: list[str] = []
+    for f in fields:
+        if Trainer(program, tuple(kept + [f])).traces():
+            kept.append(f)
+    return tuple(kept)
+
 
 @functools.lru_cache(maxsize=2)
+def _cached_trainer(program: Config, fields: tuple[str, ...]) -> Trainer:
+    return Trainer(program, fields)
+
+
 def get_trainer(cfg: Config) -> Trainer:
-    """Compiled programs are reused across runs of the same config (a resumed run, a rerun)."""
-    return Trainer(cfg)
+    """Compiled programs are reused across runs with the same program config (scaling.hyper): a rerun,
+    a resumed run, or another point of a learning-rate sweep. The cache is bounded, so a worker that
+    trains many runs keeps its memory flat."""
+    fields = _traceable_fields(hyper.program_config(cfg))
+    return _cached_trainer(hyper.program_config(cfg, fields), fields)
 
 
 def train(cfg: Config, out_dir: str | Path, *, progress: bool = False,
@@ -145,7 +205,8 @@ def _run(cfg: Config, trainer: Trainer, dataset: data_lib.Dataset, out: Path, pr
     run = cfg.run
     B, T = run.batch_size, cfg.model.context
     tokens_per_step = B * T
-    params, opt_state = trainer.init_state(jax.random.PRNGKey(run.seed))
+    params, opt_state = trainer.init_state(jax.random.PRNGKey(run.seed), cfg)
+    hp = trainer.hyper_values(cfg)
     state = {"params": params, "opt_state": opt_state, "step": jnp.int32(0),
              "initial_loss": jnp.float32(jnp.nan), "elapsed_s": jnp.float32(0.0)}
     ckpt = Checkpointer(out / "ckpt")
@@ -161,7 +222,7 @@ def _run(cfg: Config, trainer: Trainer, dataset: data_lib.Dataset, out: Path, pr
     horizons = set(eval_steps(run.steps, run.eval_per_octave))
     norms_every = run.norms_every or run.log_every
     log = MetricsLog(out / "metrics.jsonl")
-    rows = log.restart_at(start)
+    rows = log.restart_at(start if start > 0 else -1)  # from scratch: even the step-0 row is redone
     val_losses = [r["val_loss"] for r in rows if isinstance(r.get("val_loss"), (int, float))]
     last_row: dict = rows[-1] if rows else {}
     if start == 0:
@@ -179,7 +240,7 @@ def _run(cfg: Config, trainer: Trainer, dataset: data_lib.Dataset, out: Path, pr
             n = s + 1
             tokens_BxT1 = data_lib.batch(dataset.train, run.data_seed, s, B, T + 1)
             with_norms = n % norms_every == 0 or n in horizons
-            params, opt_state, m = trainer.step(params, opt_state, tokens_BxT1, jnp.int32(s), with_norms)
+            params, opt_state, m = trainer.step(params, opt_state, tokens_BxT1, jnp.int32(s), with_norms, hp)
             loss = float(m["loss"])
             if s == 0:
                 initial_loss = loss

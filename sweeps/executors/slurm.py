@@ -1,0 +1,138 @@
+"""SLURM executor: a job array of sweep workers through submitit (optional extra: pip install 'scaling[slurm]').
+
+Each array task runs one worker (sweeps.worker) against the shared store; `slurm_array_parallelism`
+caps how many run at once. On preemption or timeout submitit signals the task (USR2 by default) and
+calls `SweepJob.checkpoint`: the worker stops after its current step, checkpoints the run, puts it back
+to pending, and submitit requeues the task, which resumes from the store. A task that dies without the
+signal (node failure) leaves a lease that expires after `lease_ttl` seconds; any live task then takes
+the run over from its last checkpoint.
+
+Cluster options are submitit's AutoExecutor parameters, given as --slurm KEY=VALUE, for example:
+    timeout_min=240  slurm_partition=gpu  gpus_per_node=1  cpus_per_task=8  mem_gb=64
+    slurm_account=myproj  slurm_qos=normal  slurm_constraint=a100  slurm_signal_delay_s=120
+    slurm_setup='["module load cuda/12.4", "source ~/venv/bin/activate"]'   max_num_timeout=20
+`--slurm-cluster local` runs the same code path with submitit's local executor (tests, a laptop).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sweeps.progress import Display, snapshot
+from sweeps.store import Store
+from sweeps.worker import EXIT_DONE, EXIT_FAILED, EXIT_REQUEUE, WorkerOptions, run_worker
+
+MISSING = "the slurm executor needs submitit: pip install 'scaling[slurm]' (or pip install submitit)"
+
+
+def import_submitit():
+    try:
+        import submitit  # noqa: PLC0415
+    except ImportError as e:
+        raise ImportError(MISSING) from e
+    return submitit
+
+
+class SweepJob:
+    """The picklable callable every array task runs. The worker runs in a thread so that submitit's
+    signal handler (main thread) can stop it, wait for its checkpoint, and requeue."""
+
+    def __init__(self, store: str, experiment: str, options: WorkerOptions):
+        self.store, self.experiment, self.options = str(store), experiment, options
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, index: int) -> int:
+        self._stop = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["code"] = run_worker(self.store, self.experiment, self.options, stop=self._stop)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+                outcome["error"] = e
+
+        self._thread = threading.Thread(target=work, name=f"sweep-worker-{index}")
+        self._thread.start()
+        while self._thread.is_alive():  # short joins: the main thread stays free to take signals
+            self._thread.join(0.5)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["code"]
+
+    def checkpoint(self, index: int):
+        """Called by submitit on preemption/timeout: checkpoint the current run, then requeue."""
+        submitit = import_submitit()
+        if self._stop is not None:
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return submitit.helpers.DelayedSubmission(SweepJob(self.store, self.experiment, self.options), index)
+
+    __submitit_checkpoint__ = checkpoint
+
+    def __getstate__(self) -> dict:
+        return {"store": self.store, "experiment": self.experiment, "options": self.options,
+                "_stop": None, "_thread": None}
+
+
+def parse_parameters(items: list[str]) -> dict[str, Any]:
+    import json  # noqa: PLC0415
+
+    from scaling.config import ConfigError  # noqa: PLC0415
+
+    params: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--slurm {item!r} must look like KEY=VALUE (e.g. slurm_partition=gpu)")
+        key, raw = item.split("=", 1)
+        try:
+            params[key.strip()] = json.loads(raw)
+        except ValueError:
+            params[key.strip()] = raw
+    return params
+
+
+def submit(store: str | Path, experiment: str, workers: int, options: WorkerOptions,
+           parameters: dict[str, Any] | None = None, cluster: str | None = None) -> list:
+    """Submit `workers` array tasks; returns the submitit jobs."""
+    submitit = import_submitit()
+    store = Store(store)
+    folder = store.root / "_submitit" / "%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params = {"name": f"sweep-{experiment}", "timeout_min": 60, "slurm_array_parallelism": workers,
+              **(parameters or {})}
+    executor.update_parameters(**params)
+    return executor.map_array(SweepJob(str(store.root), experiment, options), list(range(workers)))
+
+
+def run_slurm(store: str | Path, experiment: str, workers: int, options: WorkerOptions,
+              parameters: dict[str, Any] | None = None, cluster: str | None = None, wait: bool = True,
+              progress: bool = True) -> int:
+    jobs = submit(store, experiment, workers, options, parameters, cluster)
+    print(f"submitted {len(jobs)} array tasks: {', '.join(j.job_id for j in jobs)} "
+          f"(logs: {Path(store) / '_submitit'})", flush=True)
+    if not wait:
+        return EXIT_DONE
+    st = Store(store)
+    run_ids = st.manifest(experiment)["runs"]
+    display = Display(f"sweep {experiment} (slurm, {workers} tasks)", enabled=progress)
+    try:
+        while not all(j.done() for j in jobs):
+            display.update(snapshot(st, run_ids))
+            time.sleep(2.0)
+    finally:
+        display.close(snapshot(st, run_ids))
+    codes = []
+    for j in jobs:
+        try:
+            codes.append(j.result())
+        except Exception as e:  # noqa: BLE001 - report every task's failure
+            print(f"task {j.job_id} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            codes.append(EXIT_FAILED)
+    if EXIT_REQUEUE in codes:
+        return EXIT_REQUEUE
+    return EXIT_DONE if all(c == EXIT_DONE for c in codes) else EXIT_FAILED

@@ -1,0 +1,125 @@
+"""What a sweep is doing, read from the store alone: counts per state, tokens/s, the running runs.
+
+Used by the local executor's live display and by `scaling sweep status`. Reading only the status
+files, summaries and the last line of running runs' metrics keeps a refresh cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from sweeps.store import STATES, Store
+
+
+@dataclasses.dataclass
+class Snapshot:
+    t: float
+    counts: dict[str, int]
+    tokens: int  # trained so far: finished runs' summaries plus running runs' last logged row
+    running: list[tuple[str, int, int, float | None]]  # (run id, step, steps, last train loss)
+
+
+def last_row(path: Path, tail: int = 8192) -> dict | None:
+    """The last complete JSON line of a file, reading only its tail."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - tail))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+            if isinstance(row, dict):
+                return row
+        except ValueError:
+            continue
+    return None
+
+
+def snapshot(store: Store, run_ids: list[str]) -> Snapshot:
+    counts = {s: 0 for s in STATES}
+    tokens, running = 0, []
+    for run_id in run_ids:
+        status = store.status(run_id)
+        state = status["state"]
+        counts[state] += 1
+        if state in ("done", "diverged"):
+            tokens += int((store.summary(run_id) or {}).get("tokens") or 0)
+        elif state in ("running", "pending", "failed"):
+            row = last_row(store.run_dir(run_id) / "metrics.jsonl") or {}
+            tokens += int(row.get("tokens") or 0)
+            if state == "running":
+                steps = store.run_record(run_id)["config"]["run"]["steps"]
+                loss = row.get("train_loss")
+                running.append((run_id, int(row.get("step") or 0), steps,
+                                loss if isinstance(loss, (int, float)) else None))
+    return Snapshot(time.time(), counts, tokens, running)
+
+
+class Rate:
+    """Tokens/s over a sliding window of snapshots."""
+
+    def __init__(self, window_s: float = 30.0):
+        self.window_s, self.points = window_s, []
+
+    def update(self, snap: Snapshot) -> float:
+        self.points.append((snap.t, snap.tokens))
+        self.points = [p for p in self.points if snap.t - p[0] <= self.window_s] or self.points[-1:]
+        (t0, n0), (t1, n1) = self.points[0], self.points[-1]
+        return max(0.0, (n1 - n0) / (t1 - t0)) if t1 > t0 else 0.0
+
+
+def counts_line(snap: Snapshot, rate: float | None = None) -> str:
+    parts = [f"{s} {snap.counts[s]}" for s in STATES]
+    total = sum(snap.counts.values())
+    text = f"{total} runs: " + ", ".join(parts)
+    return text + (f" | {rate:,.0f} tokens/s" if rate is not None else "")
+
+
+class Display:
+    """A rich live table on a terminal; one plain line every `every_s` seconds otherwise."""
+
+    def __init__(self, title: str, enabled: bool = True, every_s: float = 30.0):
+        self.title, self.rate = title, Rate()
+        self.live = None
+        self.every_s, self._last_print = every_s, 0.0
+        self.enabled = enabled
+        if enabled and sys.stdout.isatty():
+            from rich.live import Live  # noqa: PLC0415
+
+            self.live = Live(refresh_per_second=2, transient=False)
+            self.live.start()
+
+    def update(self, snap: Snapshot) -> None:
+        rate = self.rate.update(snap)
+        if not self.enabled:
+            return
+        if self.live is not None:
+            self.live.update(self._table(snap, rate))
+        elif snap.t - self._last_print >= self.every_s:
+            self._last_print = snap.t
+            print(f"[{self.title}] {counts_line(snap, rate)}", flush=True)
+
+    def _table(self, snap: Snapshot, rate: float):
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table(title=f"{self.title}: {counts_line(snap, rate)}", title_justify="left")
+        for col in ("running run", "step", "train loss"):
+            table.add_column(col)
+        for run_id, step, steps, loss in snap.running:
+            table.add_row(run_id, f"{step}/{steps}", f"{loss:.4f}" if loss is not None else "")
+        return table
+
+    def close(self, snap: Snapshot | None = None) -> None:
+        if self.live is not None:
+            self.live.stop()
+        if snap is not None and self.enabled:
+            print(f"[{self.title}] {counts_line(snap)}", flush=True)

@@ -1,0 +1,242 @@
+"""A sweep worker: walk the experiment's runs in order, claim one, train it, record the outcome, repeat.
+
+Every executor starts N copies of this loop on one store (Marin's race-to-claim workers):
+- a run that is final (done or diverged with a consistent summary and metrics, or failed
+  `max_attempts` times) is skipped; a run whose lease a live peer holds is left to it;
+- after taking the lease the run is inspected again (a peer may have finished it meanwhile), damaged
+  files are set aside (Store.repair) and training resumes from the newest good checkpoint;
+- an exception is recorded as status "failed" with its traceback; the run is retried by the next pass
+  of any worker until it has failed `max_attempts` times. A diverged run is data: status "diverged";
+- SIGTERM (preemption) sets `stop`: the current run checkpoints (train's should_stop), goes back to
+  "pending", and the worker exits with EXIT_REQUEUE (75, EX_TEMPFAIL) so a requeue knows to restart it;
+- when no run is claimable but peers still hold leases, the worker waits and polls, so that a peer that
+  dies is taken over once its lease expires (or at once if its process is visibly gone on this host).
+The loop ends with 0 when every run of the experiment is final.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from sweeps.lease import DEFAULT_TTL, Lease, new_owner_id
+from sweeps.store import DEFAULT_MAX_ATTEMPTS, FINISHED, Health, Store
+
+EXIT_DONE, EXIT_FAILED, EXIT_REQUEUE = 0, 1, 75
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerOptions:
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    lease_ttl: float = DEFAULT_TTL
+    poll_s: float = 2.0  # wait between passes while peers hold the remaining runs
+    batch: str = "off"  # on | off | auto (= on when JAX's backend is an accelerator): train runs that differ
+    # only in scalar hyperparameters together in one vmapped program (sweeps.batching)
+    max_batch: int = 16
+    jax_cache: str | None = "store"  # persistent compilation cache: "store" -> <store>/_cache/jax, None: off
+
+
+def needs_repair(h: Health) -> bool:
+    """Damage that train() would not handle by itself: a summary or final status next to inconsistent
+    files, or metrics.jsonl damaged before the newest checkpoint (train only drops rows after it)."""
+    if not h.problems:
+        return False
+    return h.summary is not None or h.state in FINISHED or any(c > h.safe_step for c in h.checkpoints)
+
+
+class Worker:
+    def __init__(self, store: Store | str | Path, run_ids: list[str], options: WorkerOptions = WorkerOptions(),
+                 owner: str | None = None, stop: threading.Event | None = None,
+                 log: Callable[[str], None] | None = None):
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.run_ids = list(run_ids)
+        self.options = options
+        self.owner = owner or new_owner_id()
+        self.stop = stop or threading.Event()
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._final: set[str] = set()  # verified final by this worker: not inspected again
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> int:
+        while True:
+            progressed, busy = False, False
+            for run_id in self.run_ids:
+                if self.stop.is_set():
+                    return EXIT_REQUEUE
+                outcome = self.try_run(run_id)
+                busy |= outcome == "busy"
+                progressed |= outcome not in ("skip", "busy")
+                if outcome == "preempted":
+                    return EXIT_REQUEUE
+            if self.stop.is_set():
+                return EXIT_REQUEUE
+            if not progressed and not busy:
+                failed = [r for r in self.run_ids if self.store.status(r)["state"] == "failed"]
+                return EXIT_FAILED if failed else EXIT_DONE
+            if not progressed:
+                self.stop.wait(self.options.poll_s)
+
+    def is_final(self, run_id: str) -> bool:
+        if run_id in self._final:
+            return True
+        if self.store.inspect(run_id).final(self.options.max_attempts):
+            self._final.add(run_id)
+            return True
+        return False
+
+    # ------------------------------------------------------------ one run
+
+    def try_run(self, run_id: str) -> str:
+        """skip | busy | done | diverged | failed | preempted | lost"""
+        if self.is_final(run_id):
+            return "skip"
+        run_dir = self.store.run_dir(run_id)
+        lease = Lease.acquire(run_dir, self.owner, self.options.lease_ttl)
+        if lease is None:
+            return "busy"
+        try:
+            health = self.store.inspect(run_id)  # re-check under the lease
+            if health.final(self.options.max_attempts):
+                self._final.add(run_id)
+                return "skip"
+            return self._train(run_id, lease, health)
+        finally:
+            lease.release()
+
+    def _train(self, run_id: str, lease: Lease, health: Health) -> str:
+        from scaling.train import train  # noqa: PLC0415 - jax starts only in processes that train
+
+        store, run_dir = self.store, self.store.run_dir(run_id)
+        if lease.previous is not None:
+            store.event(run_id, "takeover", worker=self.owner, previous=lease.previous.get("owner"))
+        if needs_repair(health):
+            report = store.repair(run_id, health)
+            store.event(run_id, "repair", worker=self.owner, **report)
+            self.log(f"run {run_id}: {'; '.join(health.problems)} -> resuming from step {report['resume_from']}"
+                     f" (set aside: {', '.join(report['moved']) or 'nothing'})")
+        from_step = max(store.inspect(run_id).checkpoints, default=0)
+        common = {"worker": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
+                  "attempts": health.attempts}
+        store.write_status(run_id, "running", **common, started=time.time(), from_step=from_step)
+        store.event(run_id, "start", worker=self.owner, from_step=from_step)
+        try:
+            cfg = store.config(run_id)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                summary = train(cfg, run_dir, should_stop=lambda: self.stop.is_set() or lease.lost)
+            for w in caught:
+                self.log(f"run {run_id}: {w.message}")
+                store.event(run_id, "warning", worker=self.owner, message=str(w.message))
+        except Exception as e:  # noqa: BLE001 - any failure is recorded, never hidden
+            if lease.lost:
+                return "lost"
+            error = f"{type(e).__name__}: {e}"
+            store.write_status(run_id, "failed", **{**common, "attempts": health.attempts + 1}, error=error,
+                               traceback=traceback.format_exc())
+            store.event(run_id, "failed", worker=self.owner, error=error)
+            self.log(f"run {run_id}: failed (attempt {health.attempts + 1}/{self.options.max_attempts}): {error}")
+            return "failed"
+        if lease.lost:  # a peer took the run over while this worker was stalled: leave it to the peer
+            store.event(run_id, "lost", worker=self.owner, steps=summary.get("steps"))
+            return "lost"
+        state = summary["status"]
+        if state == "preempted":
+            store.write_status(run_id, "pending", **common, preempted_at=summary["steps"])
+            store.event(run_id, "preempted", worker=self.owner, steps=summary["steps"])
+            return "preempted"
+        store.write_status(run_id, state, **common, steps=summary.get("steps"),
+                           final_val_loss=summary.get("final_val_loss"))
+        store.event(run_id, "finish", worker=self.owner, state=state, steps=summary.get("steps"))
+        self._final.add(run_id)
+        return state
+
+
+# ---------------------------------------------------------------- process entry point
+
+
+def configure_process(cpus: list[int] | None, jax_cache: str | None) -> None:
+    """Before any JAX computation: pin to `cpus` (XLA's CPU client sizes its thread pool from the
+    affinity mask; XLA_FLAGS such as --xla_cpu_multi_thread_eigen=false do not limit it in jax 0.10)
+    and enable the persistent compilation cache (restarted workers reuse their peers' compilations)."""
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cpus))
+    if jax_cache:
+        import jax  # noqa: PLC0415
+
+        Path(jax_cache).mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(jax_cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    def handler(signum, frame):  # noqa: ARG001
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR2", None)):
+        if sig is not None:
+            signal.signal(sig, handler)
+
+
+def jax_cache_dir(store: Store, option: str | None) -> str | None:
+    if option in (None, "", "none", "off"):
+        return None
+    return str(store.root / "_cache" / "jax") if option == "store" else option
+
+
+def run_worker(store_path: str | Path, experiment: str, options: WorkerOptions = WorkerOptions(),
+               cpus: list[int] | None = None, stop: threading.Event | None = None, owner: str | None = None) -> int:
+    """What every executor calls: configure the process, then claim and train until the experiment is done."""
+    store = Store(store_path)
+    run_ids = store.manifest(experiment)["runs"]
+    configure_process(cpus, jax_cache_dir(store, options.jax_cache))
+    if options.batch == "on" or (options.batch == "auto" and _on_accelerator()):
+        from sweeps.batching import BatchingWorker  # noqa: PLC0415
+
+        worker: Worker = BatchingWorker(store, run_ids, options, owner=owner, stop=stop)
+    else:
+        worker = Worker(store, run_ids, options, owner=owner, stop=stop)
+    return worker.run()
+
+
+def _on_accelerator() -> bool:
+    import jax  # noqa: PLC0415
+
+    return jax.default_backend() != "cpu"
+
+
+def parse_cpus(text: str | None) -> list[int] | None:
+    return [int(c) for c in text.split(",") if c] if text else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sweeps.worker", description="one sweep worker")
+    p.add_argument("--store", required=True)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--cpus", help="comma-separated CPU ids to pin this process to")
+    p.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS)
+    p.add_argument("--lease-ttl", type=float, default=DEFAULT_TTL)
+    p.add_argument("--poll", type=float, default=2.0)
+    p.add_argument("--batch", choices=("off", "on", "auto"), default="off")
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--jax-cache", default="store", help="'store' (<store>/_cache/jax), a directory, or 'none'")
+    args = p.parse_args(argv)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    options = WorkerOptions(max_attempts=args.max_attempts, lease_ttl=args.lease_ttl, poll_s=args.poll,
+                            batch=args.batch, max_batch=args.max_batch, jax_cache=args.jax_cache)
+    return run_worker(args.store, args.experiment, options, cpus=parse_cpus(args.cpus), stop=stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
