@@ -34,8 +34,8 @@ def test_batched_over_leading_axes_equals_per_matrix():
 
 
 def test_lanczos_matches_svd_and_power_is_a_lower_bound():
-    w = RNG.standard_normal((3, 160, 100)).astype(np.float32)  # Gaussian: the hardest case, crowded top spectrum
-    for w in (w, np.swapaxes(w, -1, -2)):  # Lanczos runs on the smaller Gram matrix (100 > its 64 steps)
+    tall = RNG.standard_normal((3, 160, 100)).astype(np.float32)  # Gaussian: the hardest case, crowded top
+    for w in (tall, np.swapaxes(tall, -1, -2)):  # Lanczos runs on the smaller Gram matrix (100 > its 64 steps)
         exact = np.linalg.svd(w, compute_uv=False)[..., 0]
         np.testing.assert_allclose(spectral(w, method="lanczos"), exact, rtol=1e-5)
         power = np.asarray(spectral(w, method="power"))

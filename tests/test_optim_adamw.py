@@ -31,7 +31,8 @@ def run(tx, steps=12):
 
 
 def test_adamw_equals_optax_adamw_with_unit_multipliers_and_role_mask():
-    cfg = OptimConfig(name="adamw", lr=1e-2, b1=0.8, b2=0.9, eps=1e-6, weight_decay=0.3, decay_roles=("hidden", "output"))
+    cfg = OptimConfig(name="adamw", lr=1e-2, b1=0.8, b2=0.9, eps=1e-6, weight_decay=0.3,
+                      decay_roles=("hidden", "output"))
     ours = run(build_optimizer(cfg, SPECS, ONES, SCHEDULE))
     mask = tree_map_specs(lambda s: s.role in ("hidden", "output"), SPECS)
     ref = run(optax.adamw(lambda t: cfg.lr * SCHEDULE(t), b1=0.8, b2=0.9, eps=1e-6, weight_decay=0.3, mask=mask))

@@ -37,7 +37,8 @@ def test_transpose_symmetry_and_scale_invariance():
 
 
 def test_batched_over_stacked_layers_equals_per_layer():
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 6, 4)), jnp.float32)  # tall: orthogonalised in the wide orientation
+    # tall matrices: orthogonalised in the wide orientation
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 6, 4)), jnp.float32)
     out = ns(x)
     assert out.shape == x.shape
     for i in range(2):

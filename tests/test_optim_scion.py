@@ -101,7 +101,8 @@ def scion_run(constrained, polar, steps=25):
     """Train from the boundary init on random gradients; return every step's norms per leaf and sum of lrs."""
     leaves, treedef = jax.tree_util.tree_flatten(SPECS, is_leaf=lambda x: isinstance(x, ParamSpec))
     params = jax.tree_util.tree_unflatten(treedef, [
-        _boundary_init(s, jax.random.PRNGKey(i), NORM_OF_ROLE[s.role], RADIUS.get(s.role)) for i, s in enumerate(leaves)])
+        _boundary_init(s, jax.random.PRNGKey(i), NORM_OF_ROLE[s.role], RADIUS.get(s.role))
+        for i, s in enumerate(leaves)])
     cfg = OptimConfig(name="scion", lr=0.2, alpha=0.5, constrained=constrained, norms=NORMS, radius=RADIUS)
     mults = tree_map_specs(lambda s: 0.5 if s.role == "hidden" else 1.0, SPECS)
     schedule = lambda t: 1.0 / (1.0 + t)  # noqa: E731

@@ -1,4 +1,5 @@
-"""Every optimizer of the zoo (sgd aside: tests/test_optim_adamw.py) trains the real (tiny) transformer on synthetic data: the validation loss drops.
+"""Every optimizer of the zoo trains the real (tiny) transformer on synthetic data: the validation loss
+drops. (sgd is checked against optax.sgd in tests/test_optim_adamw.py instead.)
 
 Uses scaling.models.init / loss_fn, scaling.data and scaling.parametrization's lr multipliers with a
 30-step loop of its own (one compilation per optimizer: a lax.scan over precomputed batches).

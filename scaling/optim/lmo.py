@@ -5,12 +5,15 @@ layout, batched over leading (stacked) axes.
 lmo(g) = argmin_{||x|| <= radius} <g, x> = -radius * unit(g), with ||unit(g)|| = 1 and
 <g, unit(g)> = ||g||_* (the dual norm). Per norm (fi, fo of one matrix; n = vector length):
 
-  norm      ||W||                      ||G||_*                  unit(G)                         boundary init
-  spectral  sqrt(fi/fo) sigma_max(W)   sqrt(fo/fi) sum sigma_i  sqrt(fo/fi) polar(G)            semi-orthogonal * sqrt(fo/fi)
-  colnorm   max_i ||W[i,:]||_2/sqrt(fo) sqrt(fo) sum_i ||G[i,:]|| row i -> sqrt(fo) G[i,:]/||G[i,:]|| Gaussian rows, ||.|| = sqrt(fo)
-  rownorm   sqrt(fi) max_j ||W[:,j]||_2 sum_j ||G[:,j]|| / sqrt(fi) col j -> G[:,j]/(sqrt(fi)||G[:,j]||) Gaussian columns, ||.|| = 1/sqrt(fi)
-  sign      fi max_ij |W_ij|           ||G||_1 / fi             sign(G) / fi                    random +-1/fi
-  bias_rms  ||b||_2 / sqrt(n)          sqrt(n) ||g||_2          g / RMS(g)                      the spec's constant (0 for biases)
+  norm      ||W||                        ||G||_*                    unit(G)
+  spectral  sqrt(fi/fo) sigma_max(W)     sqrt(fo/fi) sum_i sigma_i  sqrt(fo/fi) polar(G)
+  colnorm   max_i ||W[i,:]||_2 / sqrt(fo) sqrt(fo) sum_i ||G[i,:]||_2 row i: sqrt(fo) G[i,:] / ||G[i,:]||_2
+  rownorm   sqrt(fi) max_j ||W[:,j]||_2  sum_j ||G[:,j]||_2 / sqrt(fi) column j: G[:,j] / (sqrt(fi) ||G[:,j]||_2)
+  sign      fi max_ij |W_ij|             ||G||_1 / fi               sign(G) / fi
+  bias_rms  ||b||_2 / sqrt(n)            sqrt(n) ||g||_2            g / RMS(g)
+Boundary init (radius * a point of the unit sphere): spectral semi-orthogonal * sqrt(fo/fi); colnorm
+Gaussian rows rescaled to ||.||_2 = sqrt(fo); rownorm Gaussian columns rescaled to 1/sqrt(fi); sign random
++-1/fi; bias_rms the spec's constant (0 for biases, 1 for gains).
 
 colnorm = 1->RMS (embedding: a token's vector has RMS <= radius), rownorm = RMS->inf (output),
 spectral = RMS->RMS (hidden). For vectors "sign" uses fi = 1. The divisors get +1e-8 as in Scion's code,

@@ -75,7 +75,8 @@ def tangent_direction(w: jax.Array, g: jax.Array, dual_steps: int) -> jax.Array:
     return _mT(d_MxN) if wide else d_MxN
 
 
-def scale_by_tangent_direction(specs: Any, beta: float, nesterov: bool, dual_steps: int) -> optax.GradientTransformation:
+def scale_by_tangent_direction(specs: Any, beta: float, nesterov: bool, dual_steps: int
+                               ) -> optax.GradientTransformation:
     init_momentum, momentum_step = muon_momentum(beta, nesterov)
 
     def update_fn(grads, state, params):

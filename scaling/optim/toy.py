@@ -15,8 +15,10 @@ from scaling.specs import ParamSpec
 
 def toy_specs(d: int = 16, layers: int = 2, vocab: int = 32, d_ff: int | None = None) -> dict:
     f = d_ff or 4 * d
-    hidden = lambda fi, fo, res=False: ParamSpec((layers, fi, fo), "hidden", fi, fo, ("layer", "in", "out"),  # noqa: E731
-                                                 residual_out=res)
+
+    def hidden(fi, fo, res=False):
+        return ParamSpec((layers, fi, fo), "hidden", fi, fo, ("layer", "in", "out"), residual_out=res)
+
     return {
         "embed": ParamSpec((vocab, d), "embedding", vocab, d, ("vocab", "embed")),
         "blocks": {
