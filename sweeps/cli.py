@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 from sweeps.executors import EXECUTORS
@@ -38,6 +39,8 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, help="tries of a run that raises")
     p.add_argument("--lease-ttl", type=float, default=DEFAULT_TTL, help="seconds without heartbeat before takeover")
+    p.add_argument("--jax-cache", default=os.environ.get("SCALING_SWEEP_JAX_CACHE", "store"),
+                   help="persistent compilation cache: 'store' (<store>/_cache/jax), a directory, or 'none'")
     p.add_argument("--no-progress", action="store_true", help="no live display")
     p.add_argument("--dry-run", action="store_true", help="expand and print the plan; write nothing")
     p.add_argument("--slurm", action="append", metavar="KEY=VALUE", default=[],
@@ -130,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = Store(args.store)
     ids = store.register(experiment, runs)
     options = WorkerOptions(max_attempts=args.max_attempts, lease_ttl=args.lease_ttl,
-                            batch=args.batch or experiment.batch, max_batch=args.max_batch)
+                            batch=args.batch or experiment.batch, max_batch=args.max_batch, jax_cache=args.jax_cache)
     progress = not args.no_progress
     print(f"{experiment.name}: {len(ids)} runs in {store.root}", flush=True)
     if args.executor == "local":

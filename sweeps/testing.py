@@ -4,6 +4,8 @@ processes makes restarted workers cheap."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,4 +25,12 @@ def write_experiment(path: str | Path, lrs: list[float], seeds: list[int] = (0,)
         "from sweeps.spec import axis, product\n"
         f"BASE = {({**TINY_BASE, **(base or {})})!r}\n"
         f"SWEEP = product(axis('optim.lr', {list(lrs)!r}), axis('run.seed', {list(seeds)!r}))\n" + extra)
+    return path
+
+
+def shared_jax_cache() -> Path:
+    """A persistent compilation cache shared by the sweep tests' worker processes (speed only: entries
+    are keyed by the program, compiler and device, never by a test)."""
+    path = Path(tempfile.gettempdir()) / f"scaling-sweep-tests-jax-cache-{os.getuid()}"
+    path.mkdir(exist_ok=True)
     return path

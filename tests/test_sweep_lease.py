@@ -20,7 +20,7 @@ def _race(run_dir, barrier, wins):
 
 
 def test_exactly_one_of_many_racing_processes_wins(tmp_path):
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # no fork of a process that may run JAX threads
     barrier, wins = ctx.Barrier(8), ctx.Queue()
     procs = [ctx.Process(target=_race, args=(tmp_path, barrier, wins)) for _ in range(8)]
     for p in procs:

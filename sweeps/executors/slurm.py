@@ -10,7 +10,8 @@ the run over from its last checkpoint.
 Cluster options are submitit's AutoExecutor parameters, given as --slurm KEY=VALUE, for example:
     timeout_min=240  slurm_partition=gpu  gpus_per_node=1  cpus_per_task=8  mem_gb=64
     slurm_account=myproj  slurm_qos=normal  slurm_constraint=a100  slurm_signal_delay_s=120
-    slurm_setup='["module load cuda/12.4", "source ~/venv/bin/activate"]'   max_num_timeout=20
+    slurm_setup='["module load cuda/12.4", "source ~/venv/bin/activate"]'
+    max_num_timeout=20   (requeues allowed per task after preemption/timeout; default 20)
 `--slurm-cluster local` runs the same code path with submitit's local executor (tests, a laptop).
 """
 
@@ -25,6 +26,7 @@ from sweeps.progress import Display, snapshot
 from sweeps.store import Store
 from sweeps.worker import EXIT_DONE, EXIT_FAILED, EXIT_REQUEUE, WorkerOptions, run_worker
 
+MAX_REQUEUES = 20
 MISSING = "the slurm executor needs submitit: pip install 'scaling[slurm]' (or pip install submitit)"
 
 
@@ -102,10 +104,15 @@ def submit(store: str | Path, experiment: str, workers: int, options: WorkerOpti
     submitit = import_submitit()
     store = Store(store)
     folder = store.root / "_submitit" / "%j"
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params = {"name": f"sweep-{experiment}", "timeout_min": 60, "slurm_array_parallelism": workers,
               **(parameters or {})}
-    executor.update_parameters(**params)
+    requeues = params.pop("max_num_timeout", MAX_REQUEUES)  # requeues allowed per task
+    if cluster == "local":  # submitit's LocalExecutor itself: it also takes signal_delay_s and a float timeout
+        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=requeues)
+        executor.update_parameters(**{k: v for k, v in params.items() if not k.startswith("slurm_")})
+    else:
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=requeues)
+        executor.update_parameters(**params)
     return executor.map_array(SweepJob(str(store.root), experiment, options), list(range(workers)))
 
 
