@@ -200,98 +200,146 @@ def train(cfg: Config, out_dir: str | Path, *, progress: bool = False,
     return _run(cfg, trainer, dataset, out, progress, should_stop)
 
 
+class RunRecord:
+    """Host-side bookkeeping of one run directory: checkpoints, metrics rows, evaluation horizons, the
+    divergence test and the summary. The single-run loop below and the vmapped loop (scaling.batched)
+    both use it, so a run's files do not depend on how it was trained."""
+
+    def __init__(self, cfg: Config, out: Path):
+        run = cfg.run
+        self.cfg, self.out = cfg, out
+        self.tokens_per_step = run.batch_size * cfg.model.context
+        self.horizons = set(eval_steps(run.steps, run.eval_per_octave))
+        self.norms_every = run.norms_every or run.log_every
+        self.ckpt = Checkpointer(out / "ckpt")
+        self.log = MetricsLog(out / "metrics.jsonl")
+        self.status, self.reason, self.diverged_step = "done", None, None
+        self.start, self.initial_loss, self.elapsed_before = 0, math.nan, 0.0
+        self.val_losses: list[float] = []
+        self.last_row: dict = {}
+        self.t_start = time.time()
+
+    def restore(self, params: Any, opt_state: Any) -> tuple[Any, Any]:
+        """The newest readable checkpoint's (params, opt_state), or the given initial ones; metrics.jsonl
+        is cut back to the restored step."""
+        state = {"params": params, "opt_state": opt_state, "step": jnp.int32(0),
+                 "initial_loss": jnp.float32(jnp.nan), "elapsed_s": jnp.float32(0.0)}
+        restored = self.ckpt.restore_latest(state)
+        if restored is not None:
+            state = restored[1]
+        self.start = int(state["step"])
+        self.initial_loss, self.elapsed_before = float(state["initial_loss"]), float(state["elapsed_s"])
+        rows = self.log.restart_at(self.start if self.start > 0 else -1)  # from scratch: step 0 is redone
+        self.val_losses = [r["val_loss"] for r in rows if isinstance(r.get("val_loss"), (int, float))]
+        self.last_row = rows[-1] if rows else {}
+        self.t_start = time.time()
+        return state["params"], state["opt_state"]
+
+    def log_initial(self, val_loss: float, param_norms: dict) -> None:
+        norms0 = {k: v for k, v in flatten_for_log(param_norms).items() if "/update/" not in k}
+        self.last_row = {"step": 0, "tokens": 0, "val_loss": val_loss, **norms0}
+        self.log.append(self.last_row)
+        self.val_losses.append(val_loss)
+
+    def with_norms(self, n: int) -> bool:
+        return n % self.norms_every == 0 or n in self.horizons
+
+    def after_step(self, n: int, m: dict, evaluate: Callable[[], float]) -> bool:
+        """Record update n from its metrics m (loss, lr, grad_norm, norms when with_norms(n)); evaluate()
+        gives the validation loss at a horizon. False when the run has just diverged (it is finished)."""
+        run = self.cfg.run
+        loss = float(m["loss"])
+        if n == 1:
+            self.initial_loss = loss
+        row = {"step": n, "tokens": n * self.tokens_per_step, "train_loss": loss, "lr": float(m["lr"]),
+               "grad_norm": float(m["grad_norm"])}
+        if not math.isfinite(loss) or loss > run.diverge_factor * self.initial_loss:
+            self.status, self.diverged_step = "diverged", n
+            self.reason = "non-finite loss" if not math.isfinite(loss) else \
+                f"loss {loss:.4g} > {run.diverge_factor} x initial loss {self.initial_loss:.4g}"
+            self.log.append(row)
+            self.last_row = row
+            return False
+        if self.with_norms(n):
+            row.update(flatten_for_log({k: v for k, v in m.items() if "/" in k}))
+        if n in self.horizons:
+            row["val_loss"] = float(evaluate())
+            self.val_losses.append(row["val_loss"])
+        if n % run.log_every == 0 or self.with_norms(n) or n in self.horizons:
+            self.log.append(row)
+            self.last_row = row
+        return True
+
+    def should_save(self, n: int, stop: bool) -> bool:
+        every = self.cfg.run.checkpoint_every
+        return bool(every and n % every == 0) or n == self.cfg.run.steps or stop
+
+    def save(self, n: int, params: Any, opt_state: Any) -> None:
+        elapsed = self.elapsed_before + time.time() - self.t_start
+        self.ckpt.save(n, {"params": params, "opt_state": opt_state, "step": jnp.int32(n),
+                           "initial_loss": jnp.float32(self.initial_loss), "elapsed_s": jnp.float32(elapsed)})
+
+    def close(self) -> None:
+        self.log.close()
+        self.ckpt.close()
+
+    def finish(self) -> dict:
+        """Write summary.json (atomically, last) and return it."""
+        last, status = self.last_row, self.status
+        summary = {
+            "status": status,
+            "steps": last.get("step", 0),
+            "tokens": last.get("tokens", 0),
+            "final_train_loss": last.get("train_loss"),
+            "final_val_loss": last.get("val_loss") if status == "done" else None,
+            "best_val_loss": min(self.val_losses) if self.val_losses else None,
+            "initial_loss": self.initial_loss,
+            "wall_time_s": self.elapsed_before + time.time() - self.t_start,
+            "diverged_step": self.diverged_step,
+            "diverge_reason": self.reason,
+            **{k: v for k, v in json.loads((self.out / "config.json").read_text())["_meta"].items()
+               if k.startswith("n_params") or k == "flops_per_token"},
+        }
+        write_json_atomic(self.out / "summary.json", summary)
+        return summary
+
+
+def validation_batches(dataset: data_lib.Dataset, cfg: Config) -> np.ndarray:
+    run, T = cfg.run, cfg.model.context
+    return np.stack([data_lib.batch(dataset.val, run.data_seed, i, run.batch_size, T + 1, data_lib.VAL)
+                     for i in range(run.eval_batches)])
+
+
 def _run(cfg: Config, trainer: Trainer, dataset: data_lib.Dataset, out: Path, progress: bool,
          should_stop: Callable[[], bool] | None) -> dict:
     run = cfg.run
     B, T = run.batch_size, cfg.model.context
-    tokens_per_step = B * T
-    params, opt_state = trainer.init_state(jax.random.PRNGKey(run.seed), cfg)
+    rec = RunRecord(cfg, out)
+    params, opt_state = rec.restore(*trainer.init_state(jax.random.PRNGKey(run.seed), cfg))
     hp = trainer.hyper_values(cfg)
-    state = {"params": params, "opt_state": opt_state, "step": jnp.int32(0),
-             "initial_loss": jnp.float32(jnp.nan), "elapsed_s": jnp.float32(0.0)}
-    ckpt = Checkpointer(out / "ckpt")
-    restored = ckpt.restore_latest(state)
-    if restored is not None:
-        state = restored[1]
-    start = int(state["step"])
-    params, opt_state = state["params"], state["opt_state"]
-    initial_loss, elapsed_before = float(state["initial_loss"]), float(state["elapsed_s"])
-
-    val_batches = np.stack([data_lib.batch(dataset.val, run.data_seed, i, B, T + 1, data_lib.VAL)
-                            for i in range(run.eval_batches)])
-    horizons = set(eval_steps(run.steps, run.eval_per_octave))
-    norms_every = run.norms_every or run.log_every
-    log = MetricsLog(out / "metrics.jsonl")
-    rows = log.restart_at(start if start > 0 else -1)  # from scratch: even the step-0 row is redone
-    val_losses = [r["val_loss"] for r in rows if isinstance(r.get("val_loss"), (int, float))]
-    last_row: dict = rows[-1] if rows else {}
-    if start == 0:
-        val0 = float(trainer.evaluate(params, val_batches))
-        norms0 = {k: v for k, v in flatten_for_log(trainer.param_norms(params)).items() if "/update/" not in k}
-        last_row = {"step": 0, "tokens": 0, "val_loss": val0, **norms0}
-        log.append(last_row)
-        val_losses.append(val0)
-
-    t_start = time.time()
-    status, reason, diverged_step = "done", None, None
-    bar = _progress_bar(progress, run.steps, start)
+    val_batches = validation_batches(dataset, cfg)
+    if rec.start == 0:
+        rec.log_initial(float(trainer.evaluate(params, val_batches)), trainer.param_norms(params))
+    bar = _progress_bar(progress, run.steps, rec.start)
     try:
-        for s in range(start, run.steps):
+        for s in range(rec.start, run.steps):
             n = s + 1
             tokens_BxT1 = data_lib.batch(dataset.train, run.data_seed, s, B, T + 1)
-            with_norms = n % norms_every == 0 or n in horizons
-            params, opt_state, m = trainer.step(params, opt_state, tokens_BxT1, jnp.int32(s), with_norms, hp)
-            loss = float(m["loss"])
-            if s == 0:
-                initial_loss = loss
-            row = {"step": n, "tokens": n * tokens_per_step, "train_loss": loss, "lr": float(m["lr"]),
-                   "grad_norm": float(m["grad_norm"])}
-            if not math.isfinite(loss) or loss > run.diverge_factor * initial_loss:
-                status, diverged_step = "diverged", n
-                reason = "non-finite loss" if not math.isfinite(loss) else \
-                    f"loss {loss:.4g} > {run.diverge_factor} x initial loss {initial_loss:.4g}"
-                log.append(row)
-                last_row = row
+            params, opt_state, m = trainer.step(params, opt_state, tokens_BxT1, jnp.int32(s), rec.with_norms(n), hp)
+            if not rec.after_step(n, m, lambda: trainer.evaluate(params, val_batches)):
                 break
-            if with_norms:
-                row.update(flatten_for_log({k: v for k, v in m.items() if "/" in k}))
-            if n in horizons:
-                row["val_loss"] = float(trainer.evaluate(params, val_batches))
-                val_losses.append(row["val_loss"])
-            if n % run.log_every == 0 or with_norms or n in horizons:
-                log.append(row)
-                last_row = row
             if bar is not None:
-                bar.advance(n, loss, tokens_per_step)
+                bar.advance(n, float(m["loss"]), rec.tokens_per_step)
             stop = should_stop is not None and should_stop()
-            if (run.checkpoint_every and n % run.checkpoint_every == 0) or n == run.steps or stop:
-                elapsed = elapsed_before + time.time() - t_start
-                ckpt.save(n, {"params": params, "opt_state": opt_state, "step": jnp.int32(n),
-                              "initial_loss": jnp.float32(initial_loss), "elapsed_s": jnp.float32(elapsed)})
+            if rec.should_save(n, stop):
+                rec.save(n, params, opt_state)
             if stop and n < run.steps:
                 return {"status": "preempted", "steps": n}
     finally:
-        log.close()
-        ckpt.close()
+        rec.close()
         if bar is not None:
             bar.close()
-
-    summary = {
-        "status": status,
-        "steps": last_row.get("step", 0),
-        "tokens": last_row.get("tokens", 0),
-        "final_train_loss": last_row.get("train_loss"),
-        "final_val_loss": last_row.get("val_loss") if status == "done" else None,
-        "best_val_loss": min(val_losses) if val_losses else None,
-        "initial_loss": initial_loss,
-        "wall_time_s": elapsed_before + time.time() - t_start,
-        "diverged_step": diverged_step,
-        "diverge_reason": reason,
-        **{k: v for k, v in json.loads((out / "config.json").read_text())["_meta"].items()
-           if k.startswith("n_params") or k == "flops_per_token"},
-    }
-    write_json_atomic(out / "summary.json", summary)
-    return summary
+    return rec.finish()
 
 
 class _Bar:

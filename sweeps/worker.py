@@ -117,7 +117,21 @@ class Worker:
     def _train(self, run_id: str, lease: Lease, health: Health) -> str:
         from scaling.train import train  # noqa: PLC0415 - jax starts only in processes that train
 
-        store, run_dir = self.store, self.store.run_dir(run_id)
+        common = self.prepare(run_id, lease, health)
+        try:
+            cfg = self.store.config(run_id)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                summary = train(cfg, self.store.run_dir(run_id), should_stop=lambda: self.stop.is_set() or lease.lost)
+            self.report_warnings([run_id], caught)
+        except Exception as e:  # noqa: BLE001 - any failure is recorded, never hidden
+            return "lost" if lease.lost else self.record_failure(run_id, common, e)
+        return self.record(run_id, lease, common, summary)
+
+    def prepare(self, run_id: str, lease: Lease, health: Health, **start_fields) -> dict:
+        """Under the lease: note a takeover, repair damage, mark the run running. Returns the status
+        fields every later record of this attempt repeats."""
+        store = self.store
         if lease.previous is not None:
             store.event(run_id, "takeover", worker=self.owner, previous=lease.previous.get("owner"))
         if needs_repair(health):
@@ -128,25 +142,28 @@ class Worker:
         from_step = max(store.inspect(run_id).checkpoints, default=0)
         common = {"worker": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
                   "attempts": health.attempts}
-        store.write_status(run_id, "running", **common, started=time.time(), from_step=from_step)
-        store.event(run_id, "start", worker=self.owner, from_step=from_step)
-        try:
-            cfg = store.config(run_id)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                summary = train(cfg, run_dir, should_stop=lambda: self.stop.is_set() or lease.lost)
-            for w in caught:
+        store.write_status(run_id, "running", **common, started=time.time(), from_step=from_step, **start_fields)
+        store.event(run_id, "start", worker=self.owner, from_step=from_step, **start_fields)
+        return common
+
+    def report_warnings(self, run_ids: list[str], caught: list) -> None:
+        for w in caught:
+            for run_id in run_ids if len(run_ids) == 1 else [r for r in run_ids if r in str(w.message)] or run_ids:
                 self.log(f"run {run_id}: {w.message}")
-                store.event(run_id, "warning", worker=self.owner, message=str(w.message))
-        except Exception as e:  # noqa: BLE001 - any failure is recorded, never hidden
-            if lease.lost:
-                return "lost"
-            error = f"{type(e).__name__}: {e}"
-            store.write_status(run_id, "failed", **{**common, "attempts": health.attempts + 1}, error=error,
-                               traceback=traceback.format_exc())
-            store.event(run_id, "failed", worker=self.owner, error=error)
-            self.log(f"run {run_id}: failed (attempt {health.attempts + 1}/{self.options.max_attempts}): {error}")
-            return "failed"
+                self.store.event(run_id, "warning", worker=self.owner, message=str(w.message))
+
+    def record_failure(self, run_id: str, common: dict, error: BaseException) -> str:
+        text = f"{type(error).__name__}: {error}"
+        attempts = common["attempts"] + 1
+        self.store.write_status(run_id, "failed", **{**common, "attempts": attempts}, error=text,
+                                traceback="".join(traceback.format_exception(error)))
+        self.store.event(run_id, "failed", worker=self.owner, error=text)
+        self.log(f"run {run_id}: failed (attempt {attempts}/{self.options.max_attempts}): {text}")
+        return "failed"
+
+    def record(self, run_id: str, lease: Lease, common: dict, summary: dict) -> str:
+        """The outcome of an attempt that returned: done | diverged | preempted (back to pending) | lost."""
+        store = self.store
         if lease.lost:  # a peer took the run over while this worker was stalled: leave it to the peer
             store.event(run_id, "lost", worker=self.owner, steps=summary.get("steps"))
             return "lost"
