@@ -165,3 +165,24 @@ def big_store(store: str | Path, n_runs: int = 2000, n_steps: int = 1000, seed: 
                 "n_params": 1, "n_params_nonembedding": 1, "flops_per_token": 1, "diverged_step": None,
                 "diverge_reason": None}
         write_run(Path(store) / f"run{i:05d}", cfg, rows, summ, {"state": "done"})
+
+
+def norm_sweep_store(store: str | Path, context: int = 64, **table_kwargs) -> pd.DataFrame:
+    """Constant-lr runs over (B, lr), one validation row per horizon, built from norm_sweep_table (D in
+    tokens = step * B * context). Returns the table it was written from."""
+    table = norm_sweep_table(**table_kwargs)
+    for rid, g in table.groupby("run_id", sort=False):
+        B, lr = int(g["B"].iloc[0]), float(g["lr"].iloc[0])
+        rows = []
+        for r in g.sort_values("D").itertuples():
+            step = int(r.D // (B * context))
+            rows.append({"step": step, "tokens": int(r.D), "train_loss": r.loss, "val_loss": r.loss, "lr": lr,
+                         "norm/param/output": r.output_norm})
+        cfg = base_config(lr=lr, batch_size=B, steps=rows[-1]["step"])
+        cfg["run"]["context"] = context
+        summ = {"status": "done", "steps": rows[-1]["step"], "tokens": rows[-1]["tokens"],
+                "final_train_loss": rows[-1]["train_loss"], "final_val_loss": rows[-1]["val_loss"],
+                "best_val_loss": min(r["val_loss"] for r in rows), "wall_time_s": 1.0, "n_params": 1,
+                "n_params_nonembedding": 1, "flops_per_token": 1, "diverged_step": None, "diverge_reason": None}
+        write_run(Path(store) / rid, cfg, rows, summ, {"state": "done"})
+    return table

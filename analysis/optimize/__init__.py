@@ -1,6 +1,6 @@
 """Batched minimisers in JAX: thousands of small independent problems (multi-start x bootstrap) at once.
 
-- `minimize_newton`: damped Newton with |eigenvalue| curvature (the default for the Chinchilla fit).
+- `minimize_newton`: trust-region Newton with |eigenvalue| curvature (the default for the Chinchilla fit).
 - `minimize_lbfgs`: L-BFGS with Armijo backtracking (a general fallback; needs only a scalar function).
 
 Both run fixed-length chunks of iterations under jit and compact the still-running problems between

@@ -18,9 +18,11 @@ RUNNING, CONVERGED_GTOL, CONVERGED_FTOL, MAX_ITER, FAILED = 0, 1, 2, 3, 4
 STATUS_NAMES = {RUNNING: "running", CONVERGED_GTOL: "gtol", CONVERGED_FTOL: "ftol", MAX_ITER: "max_iter",
                 FAILED: "failed"}
 
-# batch sizes 16, 24, 32, 48, ... (powers of two and 1.5x them): padding wastes at most a third
-LADDER = sorted({16 * 2**k for k in range(12)} | {24 * 2**k for k in range(12)})
-MAX_BATCH = 6144  # larger problems are split into blocks of this size (bounds memory)
+# Every distinct batch size costs a compilation (seconds on a small CPU), so batch sizes come from one
+# fixed ladder (20 * 2^k: at most half padding) shared by all fits in a process, and a batch is
+# compacted only once its live problems fit a size four times smaller.
+LADDER = [20 * 2**k for k in range(11)]  # 20, 40, ..., 20480
+MAX_BATCH = 5120  # larger problems are split into blocks of this size (bounds memory)
 
 
 @dataclass
@@ -57,8 +59,9 @@ def pad_rows(tree, size: int):
 
 
 def run_compacted(init: Callable, chunk: Callable, x0: np.ndarray, aux, shared, *, max_iter: int) -> BatchResult:
-    """init(x, aux, shared) -> state and chunk(state, aux, shared) -> state are jitted and batched over
-    axis 0 of x, aux and the state; `shared` (data common to all problems) is passed through as is."""
+    """init(x, aux, shared) -> state and chunk(state, aux, shared) -> state are batched over axis 0 of
+    x, aux and the state (chunk jitted; init may be plain numpy); `shared` (data common to all
+    problems) is passed through as is. Rows that end with a non-finite objective are marked FAILED."""
     n = x0.shape[0]
     if n > MAX_BATCH:
         parts = [run_compacted(init, chunk, x0[i:i + MAX_BATCH], jax.tree.map(lambda a: a[i:i + MAX_BATCH], aux),
@@ -69,8 +72,7 @@ def run_compacted(init: Callable, chunk: Callable, x0: np.ndarray, aux, shared, 
     state = {k: np.array(v[:n]) for k, v in init(*pad_rows((x0, aux), size), shared).items()}
     active = np.flatnonzero(state["status"] == RUNNING)
     while active.size:
-        # shrink the batch only when it would at least halve: fewer distinct shapes to compile
-        if bucket(active.size) <= size // 2:
+        if active.size <= size // 4:
             size = bucket(active.size)
         sub = pad_rows({k: v[active] for k, v in state.items()}, size)
         sub_aux = pad_rows(jax.tree.map(lambda a: np.asarray(a)[active], aux), size)
@@ -80,5 +82,6 @@ def run_compacted(init: Callable, chunk: Callable, x0: np.ndarray, aux, shared, 
         stuck = active[(state["it"][active] >= max_iter) & (state["status"][active] == RUNNING)]
         state["status"][stuck] = MAX_ITER
         active = active[state["status"][active] == RUNNING]
+    state["status"][~np.isfinite(state["f"])] = FAILED
     return BatchResult(x=state["x"], f=state["f"], grad_inf=np.max(np.abs(state["g"]), axis=1),
                        n_iter=state["it"], status=state["status"])
