@@ -32,6 +32,8 @@ _PRENORM_FACTOR = {"muon": 1.0, "polar_express": 1.02}
 
 def ns_schedule(coeffs: str, steps: int) -> list[tuple[float, float, float]]:
     """The (a, b, c) triple of every step."""
+    if steps < 1:
+        raise ValueError(f"newton_schulz(steps={steps}) must be >= 1")
     if coeffs == "muon":
         return [MUON_COEFFS] * steps
     if coeffs == "polar_express":
