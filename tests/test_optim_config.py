@@ -45,7 +45,8 @@ def test_invalid_optimizer_config_names_the_field(overrides, message):
     assert message in str(err.value)
 
 
-TRACED = ("lr", "b1", "b2", "eps", "weight_decay", "momentum", "alpha")  # what scaling.hyper feeds as arrays
+# what scaling.hyper feeds as arrays when nonzero (plus optim.radius.<role>, below)
+TRACED = ("lr", "fallback_lr", "b1", "b2", "eps", "weight_decay", "momentum", "alpha")
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -64,17 +65,20 @@ def test_builders_accept_traced_hyperparameters(name):
     params, grads = toy_params(specs, seed=0), toy_grads(toy_params(specs, seed=0), seed=1)
     mults = tree_map_specs(lambda s: 0.5, specs)
     extra = ["optim.dual_steps=3"] if name == "manifold_muon" else []
-    cfg = load_config(overrides=[f"optim.name={name}", "optim.weight_decay=0.1", *extra]).optim
+    cfg = load_config(overrides=[f"optim.name={name}", "optim.weight_decay=0.1", "optim.fallback_lr=0.01",
+                                 "optim.radius.hidden=2", *extra]).optim
 
     def update(cfg):
         tx = build_optimizer(cfg, specs, mults, lambda t: 1.0)
         return tx.update(grads, tx.init(params), params)[0]
 
     @jax.jit
-    def traced_update(values):
+    def traced_update(values, radius):
         fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-        return update(types.SimpleNamespace(**{**fields, **values}))
+        per_role = types.SimpleNamespace(**radius, get=lambda role: radius[role])
+        return update(types.SimpleNamespace(**{**fields, **values, "radius": per_role}))
 
     want = jax.jit(lambda: update(cfg))()
-    got = traced_update({k: np.float32(getattr(cfg, k)) for k in TRACED})
+    got = traced_update({k: np.float32(getattr(cfg, k)) for k in TRACED},
+                        {r: np.float32(cfg.radius.get(r)) for r in ("embedding", "hidden", "output", "vector")})
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
