@@ -138,3 +138,20 @@ def frontier(curves: pd.DataFrame, n: str = "N", tokens: str = "tokens", loss: s
     out = pd.DataFrame({"C": C, "loss": best, "N_opt": size, "D_opt": C / (6 * size), "run": who})
     out["at_edge"] = out["N_opt"].isin([sizes[0], sizes[-1]])
     return out[np.isfinite(out["loss"])].reset_index(drop=True)
+
+
+def fit_approach1(curves: pd.DataFrame, n: str = "N", tokens: str = "tokens", loss: str = "loss",
+                  run: str = "run_id", *, n_grid: int = 30, n_boot: int = 1000, level: float = 0.95,
+                  seed: int = 0) -> tuple[pd.DataFrame, Fit]:
+    """Approach 1: the frontier, then N_opt = k C^a over the compute values whose best run is neither
+    the smallest nor the largest model (at the edge the true optimum may lie outside the sizes tried)."""
+    table = frontier(curves, n, tokens, loss, run, n_grid=n_grid)
+    inner = table[~table["at_edge"]].reset_index(drop=True)
+    if inner["N_opt"].nunique() < 2:
+        raise AnalysisError(f"fit_approach1: {inner['N_opt'].nunique()} distinct interior model size(s) on the "
+                            "frontier; need at least 2 (add sizes on both sides of the optimum)")
+    fit = fit_power_law(inner, "C", "N_opt", n_boot=n_boot, level=level, seed=seed, name="approach1_frontier")
+    fit.details["edge_points_excluded"] = int(table["at_edge"].sum())
+    fit.warnings.append("Approach 1 frontier points are quantised to the model sizes trained: few sizes give a "
+                        "step function and a loose exponent")
+    return table, fit

@@ -17,7 +17,7 @@ from analysis.norm_transfer import (at_horizons, first_band_horizon, fit_bstar, 
                                     norm_per_horizon, norm_transfer_summary, optimal_norms)
 from analysis.optimum import optimum_warnings
 from analysis.plots import plot_bstar, plot_loss_vs_norm, plot_lr_vs_batch, plot_norm_vs_step
-from analysis.recipe_tools import finished_runs, guarded, state_counts, write_figure
+from analysis.recipe_tools import ci_text, finished_runs, guarded, state_counts, write_figure
 from analysis.validate import require_columns
 
 
@@ -54,14 +54,20 @@ def norm_transfer(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path 
     write_figure(plot_loss_vs_norm(sel, optimum=row, band=band,
                                    title=f"Loss vs output norm at B*={last['B_opt']:g}, D=2^{np.log2(last['D']):.0f}"),
                  out_dir, "loss_vs_norm", figures)
-    write_figure(plot_norm_vs_step(curves[curves["run_id"].astype(str).isin(data["run_id"].astype(str))], data, norm,
-                                   horizon, lr, batch), out_dir, "norm_vs_step", figures)
+    write_figure(plot_norm_vs_step(curves, data, norm, "step" if "step" in curves else horizon, lr, batch), out_dir,
+                 "norm_vs_step", figures)
     write_figure(plot_lr_vs_batch(opt, fit=fits["lr_joint"]), out_dir, "lr_vs_batch", figures)
     write_figure(plot_bstar(per, fit=fits["bstar"]), out_dir, "bstar_vs_horizon", figures)
     summary = [{"D": f"2^{np.log2(r['D']):.1f}", "B*": r["B_opt"], "log2 norm*": round(r["log2_norm_opt"], 3),
                 "interval": f"[{r['log2_norm_lo']:.2f}, {r['log2_norm_hi']:.2f}]", "lr*": r["lr_opt"],
                 "edge": "B* EDGE" if r["b_at_edge"] else ("NORM EDGE" if not r["norm_ok"] else "")}
                for _, r in per.iterrows()]
+    for name, f, key in (("log2 eta* ~ log2 B", fits["lr_joint"], "B"), ("log2 eta* ~ log2 D", fits["lr_joint"], "D"),
+                         ("B* ~ D^b", fits["bstar"], "b"), ("first band: log2 eta ~ log2 D_first", fits["first_band"],
+                                                            "D_first")):
+        summary.append({"D": "law", "B*": name, "log2 norm*": ci_text(f, key)})
+    summary.append({"D": "all", "B*": "optimal norm", "log2 norm*": f"{summary_norm['log2_norm_mean']:.3f}",
+                    "interval": f"sd {summary_norm['log2_norm_sd']:.3f} over {summary_norm['n_horizons']} horizons"})
     return {"recipe": "norm_transfer", "runs": counts, "optima": opt, "per_horizon": per, "optimal_norm": summary_norm,
             "band": list(band), "fits": {k_: (f.to_dict() if f else None) for k_, f in fits.items()},
             "figures": figures, "warnings": warnings, "summary": summary}

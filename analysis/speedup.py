@@ -113,13 +113,17 @@ def optimizer_speedup(df: pd.DataFrame, optimizer: str = "optimizer", k: str = "
             raise AnalysisError(f"{what}: no {baseline!r} rows in column {optimizer!r} for group {label}")
         fit = fit_data_scaling(base, k, loss, n_boot=n_boot, seed=seed, level=level)
         fits[label] = fit
-        others = g[g[optimizer] != baseline].groupby([optimizer, k], sort=True)[loss].mean()
-        for (opt, kv), lv in others.items():
+        rng = np.random.default_rng(seed + 1)
+        for (opt, kv), vals in g[g[optimizer] != baseline].groupby([optimizer, k], sort=True)[loss]:
+            vals = vals.to_numpy(float)
+            lv = float(vals.mean())
             k_eff = float(effective_multiple(fit.params, lv))
             row = dict(zip(by, key)) | {optimizer: opt, k: kv, loss: lv, "k_eff": k_eff, "speedup": k_eff / kv,
                                         "beyond_asymptote": not np.isfinite(k_eff)}
             if fit.samples is not None:
-                s = effective_multiple({c: fit.samples[c].to_numpy() for c in ("alpha", "B", "beta")}, lv) / kv
+                # both sides vary: the baseline curve's replicates and, with repeats, this optimizer's mean loss
+                lv_b = vals[rng.integers(0, len(vals), (len(fit.samples), len(vals)))].mean(1) if len(vals) > 1 else lv
+                s = effective_multiple({c: fit.samples[c].to_numpy() for c in ("alpha", "B", "beta")}, lv_b) / kv
                 row["speedup_lo"], row["speedup_hi"] = np.nanquantile(s, [(1 - level) / 2, (1 + level) / 2])
             rows.append(row)
     return pd.DataFrame(rows), fits

@@ -117,12 +117,15 @@ def lr_sweep_store(store: str | Path, kinds=("sp", "mup"), widths=(64, 128, 256,
 
 def chinchilla_points(params: dict, n_grid=None, budgets=None, per_budget: int = 9, noise: float = 0.01,
                       seed: int = 0) -> pd.DataFrame:
-    """IsoFLOP-style (N, D, loss) rows from L = E + A/N^alpha + B/D^beta with lognormal noise."""
+    """IsoFLOP-style (N, D, loss) rows from L = E + A/N^alpha + B/D^beta with lognormal noise: per budget
+    C, per_budget sizes log-spaced over [N_opt/8, 8 N_opt] (or the sizes n_grid), D = C / 6N."""
     rng = np.random.default_rng(seed)
     budgets = np.geomspace(1e17, 1e21, 5) if budgets is None else np.asarray(budgets, float)
     rows = []
+    a, b = params["alpha"], params["beta"]
+    G = (a * params["A"] / (b * params["B"])) ** (1 / (a + b))
     for C in budgets:
-        n_opt = (C / 6) ** 0.5 / 10
+        n_opt = G * (C / 6) ** (b / (a + b))  # Hoffmann eq. 4: the sweep is centred on the true optimum
         for N in (np.geomspace(n_opt / 8, n_opt * 8, per_budget) if n_grid is None else n_grid):
             D = C / (6 * N)
             L = params["E"] + params["A"] * N ** -params["alpha"] + params["B"] * D ** -params["beta"]

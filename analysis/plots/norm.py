@@ -41,29 +41,40 @@ def plot_loss_vs_norm(table: pd.DataFrame, norm: str = "output_norm", loss: str 
     return fig
 
 
+def _spread(values, k: int) -> list:
+    """Up to k values evenly spread over the sorted distinct values (ends included)."""
+    vals = sorted(set(values))
+    if len(vals) <= k:
+        return vals
+    return [vals[i] for i in np.unique(np.round(np.linspace(0, len(vals) - 1, k)).astype(int))]
+
+
 def plot_norm_vs_step(curves: pd.DataFrame, runs: pd.DataFrame, norm: str = "norm/param/output", x: str = "step",
-                      lr: str = "optim.lr", style: str | None = "run.batch_size", title: str = "Output norm vs step"):
-    """One line per run, log2-log2 axes, colour = log2 learning rate, line style per `style` value."""
-    fig, axes = new_figure(1)
-    ax = axes[0][0]
-    info = runs.set_index(runs["run_id"].astype(str))
-    d = curves[curves[norm].notna() & (curves[x] > 0)]
+                      lr: str = "optim.lr", panel: str | None = "run.batch_size", max_lrs: int = 6,
+                      max_panels: int = 4, title: str = "Output norm vs step"):
+    """log2-log2 norm against step (paper Fig. 1b): one panel per `panel` value (up to max_panels,
+    spread over the range) and one line per learning rate (up to max_lrs), coloured by log2 lr."""
+    info = runs.assign(run_id=runs["run_id"].astype(str)).set_index("run_id")
+    d = curves[curves[norm].notna() & (curves[x] > 0)].assign(run_id=lambda t: t["run_id"].astype(str))
+    d = d[d["run_id"].isin(info.index)]
+    panels = _spread(info[panel].dropna(), max_panels) if panel else [None]
+    fig, axes = new_figure(len(panels), sharey=True, width=4.4)
     lrs = np.log2(info[lr].astype(float))
     cnorm = Normalize(lrs.min(), lrs.max())
     cm = matplotlib.colormaps[CMAP]
-    styles = ["-", "--", ":", "-."]
-    style_of = {v: styles[i % 4] for i, v in enumerate(sorted(info[style].dropna().unique()))} if style else {}
-    for rid, g in d.groupby("run_id", observed=True):
-        r = info.loc[str(rid)]
-        ax.plot(g[x], g[norm], style_of.get(r[style], "-") if style else "-", color=cm(cnorm(np.log2(r[lr]))), lw=1.1)
-    for v, ls in style_of.items():
-        ax.plot([], [], ls, color="gray", label=f"{style.split('.')[-1]}={v}")
-    fig.colorbar(matplotlib.cm.ScalarMappable(cnorm, cm), ax=ax, label=f"log2 {lr}")
-    log2_axis(ax, "xy")
-    ax.set_xlabel(x)
-    ax.set_ylabel(norm)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if style_of:
-        ax.legend(fontsize=8)
+    shown_lrs = set(_spread(info[lr].astype(float), max_lrs))
+    for ax, pv in zip(axes[0], panels):
+        ids = info.index[(info[panel] == pv) if panel else slice(None)]
+        for rid, g in d[d["run_id"].isin(ids)].groupby("run_id"):
+            r_lr = float(info.loc[rid, lr])
+            if r_lr in shown_lrs:
+                ax.plot(g[x], g[norm], "-", color=cm(cnorm(np.log2(r_lr))), lw=1.3)
+        log2_axis(ax, "xy")
+        ax.set_xlabel(x)
+        ax.set_title(f"{panel.split('.')[-1]} = {pv}" if panel else title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(norm)
+    fig.colorbar(matplotlib.cm.ScalarMappable(cnorm, cm), ax=axes[0].tolist(), label=f"log2 {lr}")
+    if panel:
+        fig.suptitle(title)
     return fig

@@ -1,0 +1,125 @@
+"""`analyze` end to end on synthetic stores: files written, fits close to the truth, warnings shown,
+and malformed input giving one clear line with exit status 2."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import cli
+from analysis.recipes import RECIPES, resolve_experiment
+from analysis.errors import AnalysisError
+from analysis.synthetic import lr_sweep_store, norm_sweep_store
+
+
+@pytest.fixture(scope="module")
+def lr_store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("lr_store")
+    truth = lr_sweep_store(store, seeds=(0, 1), widths=(64, 128, 256, 512, 1024))
+    return store, truth
+
+
+def test_lr_transfer_end_to_end(lr_store, tmp_path, capsys):
+    store, truth = lr_store
+    out = tmp_path / "results" / "lr"
+    assert cli.main(["lr_transfer", "--store", str(store), "--out", str(out), "--set", "n_boot=300"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("fits.json", "runs.parquet", "loss_vs_lr.png", "optimal_lr_vs_width.png"):
+        assert (out / name).stat().st_size > 1000, name
+    fits = json.loads((out / "fits.json").read_text())
+    assert fits["columns"]["y"] == "final_val_loss" and fits["columns"]["seed"] == "run.seed"
+    for row in fits["optima"]:
+        true = truth[(row["param.kind"], row["model.width"])]
+        assert abs(np.log2(row["x_opt"] / true)) < 0.2
+        assert row["x_lo"] <= row["x_opt"] <= row["x_hi"]
+    sp, mup = fits["laws"]["sp"], fits["laws"]["mup"]
+    assert abs(sp["params"]["b"] + 1) < 0.05 and not sp["details"]["transfers_across_width"]
+    assert abs(mup["params"]["b"]) < 0.05 and mup["details"]["transfers_across_width"]
+    assert mup["ci"]["b"][0] < 0 < mup["ci"]["b"][1]
+    assert fits["runs"]["diverged"] > 0 and any(r["n_diverged"] > 0 for r in fits["optima"])
+    assert "transfers" in printed and "width^" in printed
+    assert len(pd.read_parquet(out / "runs.parquet")) == sum(fits["runs"].values())
+
+
+def test_edge_optima_are_shown_plainly(tmp_path, capsys):
+    store = tmp_path / "narrow"
+    lr_sweep_store(store, kinds=("sp",), widths=(64, 128, 256), log2_lrs=tuple(np.arange(-14, -8.5, 1.0)))
+    assert cli.main(["lr_transfer", "--store", str(store), "--out", str(tmp_path / "o"), "--set", "n_boot=50"]) == 0
+    printed = capsys.readouterr().out
+    assert "EDGE" in printed and "high edge of the grid for param.kind=sp, model.width=64" in printed
+    assert "fit eta*(width) for param.kind=sp failed" in printed  # no interior optima left: says so plainly
+
+
+def test_experiment_file_and_options(lr_store, tmp_path, capsys):
+    store, _ = lr_store
+    exp = tmp_path / "my_sweep.py"
+    exp.write_text('ANALYSIS = {"recipe": "lr_transfer", "y": "best_val_loss", "method": "akima", "n_boot": 50}\n')
+    assert resolve_experiment(str(exp)) == ("lr_transfer", {"y": "best_val_loss", "method": "akima", "n_boot": 50})
+    assert cli.main([str(exp), "--store", str(store), "--out", str(tmp_path / "o")]) == 0
+    fits = json.loads((tmp_path / "o" / "fits.json").read_text())
+    assert fits["columns"]["y"] == "best_val_loss" and fits["method"] == "akima"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lr_transfer", "--set", "y=nope"], "missing column 'nope'"),
+    (["lr_transfer", "--set", "width=model.depth_x"], "missing column 'model.depth_x'"),
+    (["no_such_recipe"], "neither a recipe"),
+    (["lr_transfer", "--set", "bogus=1"], "unexpected keyword argument 'bogus'"),
+    (["lr_transfer", "--set", "novalue"], "must look like key=value"),
+])
+def test_malformed_input_gives_one_line_and_status_2(lr_store, tmp_path, capsys, argv, message):
+    store, _ = lr_store
+    code = cli.main(argv[:1] + ["--store", str(store), "--out", str(tmp_path / "o")] + argv[1:])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_missing_store_and_bad_experiment_file(tmp_path, capsys):
+    assert cli.main(["lr_transfer", "--store", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    exp = tmp_path / "bad.py"
+    exp.write_text("ANALYSIS = {'recipe': 'lr_transfer'\n")
+    with pytest.raises(AnalysisError, match="failed to import"):
+        resolve_experiment(str(exp))
+    exp.write_text("X = 1\n")
+    with pytest.raises(AnalysisError, match="defines no ANALYSIS"):
+        resolve_experiment(str(exp))
+
+
+def test_norm_transfer_recipe(tmp_path, capsys):
+    store = tmp_path / "norm"
+    norm_sweep_store(store, noise=0.001)
+    out = tmp_path / "o"
+    assert cli.main(["norm_transfer", "--store", str(store), "--out", str(out), "--set", "n_boot=100"]) == 0
+    fits = json.loads((out / "fits.json").read_text())
+    assert abs(fits["optimal_norm"]["log2_norm_mean"] - 7.0) < 0.15
+    joint = fits["fits"]["lr_joint"]["params"]  # columns renamed to B (batch) and D (horizon) by the recipe
+    assert abs(joint["B"] - 0.5) < 0.1 and abs(joint["D"] + 0.5) < 0.1
+    for name in ("loss_vs_norm.png", "norm_vs_step.png", "lr_vs_batch.png", "bstar_vs_horizon.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_chinchilla_recipe_on_a_store(tmp_path, capsys):
+    from analysis.synthetic import base_config, write_run
+    truth = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
+    rng = np.random.default_rng(0)
+    store = tmp_path / "chin"
+    for i, N in enumerate(np.geomspace(1e6, 1e9, 6)):
+        for D in np.geomspace(1e8, 1e11, 6):
+            L = (truth["E"] + truth["A"] * N ** -truth["alpha"] + truth["B"] * D ** -truth["beta"]) * \
+                np.exp(0.002 * rng.standard_normal())
+            write_run(store / f"n{i}-d{D:.0e}", base_config(), [{"step": 1, "tokens": int(D), "val_loss": L}],
+                      {"status": "done", "final_val_loss": L, "n_params": N, "tokens": D}, {"state": "done"})
+    out = tmp_path / "o"
+    assert cli.main(["chinchilla", "--store", str(store), "--out", str(out), "--set", "starts=small",
+                     "--set", "n_boot=100"]) == 0
+    fit = json.loads((out / "fits.json").read_text())["fit"]
+    assert abs(fit["params"]["alpha"] - 0.35) < 0.03 and abs(fit["params"]["beta"] - 0.37) < 0.03
+    assert (out / "chinchilla_fit.png").exists()
+    assert "N_opt(C=" in capsys.readouterr().out
+
+
+def test_registry_lists_the_recipes():
+    assert {"lr_transfer", "norm_transfer", "chinchilla", "isoflop", "critical_batch"} <= set(RECIPES)
