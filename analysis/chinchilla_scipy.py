@@ -15,7 +15,8 @@ from scipy.optimize import minimize
 
 
 def huber_log_objective(x, logN, logD, logL, delta: float = 1e-3, scale: float = 1.0):
-    """(value, gradient) of scale * sum_i Huber_delta(logsumexp(u_i) - log L_i), x = (log_A, log_B, log_E, alpha, beta)."""
+    """(value, gradient) of scale * sum_i Huber_delta(logsumexp(u_i) - log L_i);
+    x = (log_A, log_B, log_E, alpha, beta)."""
     a, b, e, alpha, beta = x
     u1, u2 = a - alpha * logN, b - beta * logD
     m = np.maximum(np.maximum(u1, u2), e)

@@ -21,8 +21,8 @@ from analysis.recipes import RECIPES, resolve_experiment, run_recipe
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("experiment", metavar="EXPERIMENT",
-                        help=f"a recipe name ({', '.join(sorted(RECIPES))}) or an experiment .py file/module "
-                             "defining ANALYSIS = {'recipe': ..., **options}")
+                        help=f"a recipe name ({', '.join(sorted(RECIPES))}), an experiment .py file/module "
+                             "defining ANALYSIS = {'recipe': ..., **options}, or an experiment recorded in the store")
     parser.add_argument("--store", action="append", required=True, metavar="DIR",
                         help="run store directory (repeat to combine stores)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory, e.g. results/<name>")
@@ -65,7 +65,7 @@ def format_table(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        name, options = resolve_experiment(args.experiment)
+        name, options = resolve_experiment(args.experiment, args.store)
         options.update(_parse_options(args.options))
         out_dir = Path(args.out)
         with pywarnings.catch_warnings(record=True) as caught:

@@ -139,10 +139,12 @@ def _atomic_write(table: pa.Table, path: Path, build_id: bytes) -> None:
 
 def _refresh(store: Path, refresh: str, write: bool) -> tuple[pa.Table, pa.Table]:
     dirs = run_dirs(store)
-    sigs = {d.name: signature(d) for d in dirs}
     cache = None if refresh == "always" else _read_cache(store)
+    if cache is not None and _SIG not in cache[0].column_names:
+        cache = None  # tables written by something else: rebuild
     if cache is not None and refresh == "never":
         return cache
+    sigs = {d.name: signature(d) for d in dirs}
     keep_ids: set[str] = set()
     old_runs = old_curves = None
     if cache is not None:
@@ -227,6 +229,7 @@ def load_store(stores: str | Path | Iterable[str | Path], refresh: str = "auto",
         all_curves.append(curves)
     runs = pd.concat(all_runs, ignore_index=True) if len(all_runs) > 1 else all_runs[0]
     curves = pd.concat(all_curves, ignore_index=True) if len(all_curves) > 1 else all_curves[0]
-    if "run_id" in curves:
-        curves["run_id"] = curves["run_id"].astype("category")
+    for col in ("store", "run_id"):
+        if col in curves:
+            curves[col] = curves[col].astype("category")
     return runs, curves

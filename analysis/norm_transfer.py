@@ -31,15 +31,19 @@ def at_horizons(curves: pd.DataFrame, runs: pd.DataFrame, value_cols: Sequence[s
                 config_cols: Sequence[str] = (), horizon: str = "tokens", require: str | None = None,
                 smooth: float = 0.0) -> pd.DataFrame:
     """One row per (run, horizon) from the curves rows where `require` (default: the first value
-    column) is logged, joined with config_cols from runs. smooth > 0: each value becomes the mean over
-    that run's rows within +-smooth horizon units, and <col>_sd their spread."""
+    column) is logged, joined with config_cols from runs. Values logged on separate lines at the same
+    horizon (a training line with the norms, an eval line with val_loss) are merged. smooth > 0: each
+    value becomes the mean over that run's rows within +-smooth horizon units, and <col>_sd their spread."""
     value_cols = list(value_cols)
     require = require or value_cols[0]
     what = "at_horizons"
     require_columns(curves, ["run_id", horizon, *value_cols], what)
     require_columns(runs, ["run_id", *config_cols], what)
-    rows = curves[curves[require].notna()][["run_id", horizon, *value_cols]].copy()
+    rows = curves[["run_id", horizon, *value_cols]].copy()
     rows["run_id"] = rows["run_id"].astype(str)
+    if rows.duplicated(["run_id", horizon]).any():  # train and eval lines of one step: merge their values
+        rows = rows.groupby(["run_id", horizon], sort=False, as_index=False).first()
+    rows = rows[rows[require].notna()]
     if smooth > 0:
         parts = []
         for rid, g in rows.groupby("run_id", sort=False):

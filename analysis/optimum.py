@@ -64,9 +64,9 @@ def quadratic_optimum(u: np.ndarray, y: np.ndarray, k: int = 5, intercept: float
     if u_star < uu[0] or u_star > uu[-1]:
         out["edge_side"] = "low" if u_star < uu[0] else "high"
         return out  # vertex outside the fitted points: a bound, keep the argmin
+    # an interior vertex next to a best grid point at the border stays flagged (edge_side from the argmin):
+    # the loss was still falling at the last value tried, so the minimum may lie beyond it
     out.update(u_opt=float(u_star), y_opt=float(c - b * b / (4 * a)))
-    if out["edge_side"] is not None and n > k:
-        out["edge_side"] = None  # the window was shifted to the border but the vertex is interior
     return out
 
 

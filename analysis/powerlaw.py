@@ -69,7 +69,8 @@ def fit_log_linear(df: pd.DataFrame, y: str, xs: str | Sequence[str], *, base: f
         if decades < 0.5:  # less than a factor ~3
             warnings.append(f"{x} spans only {decades:.2f} decades: the exponent is poorly constrained")
     fit = Fit(name, params, r2=r2, n=len(df), objective=float(np.sum(w * resid**2)), warnings=warnings,
-              details={"base": base, "y": y, "xs": xs, "method": "OLS in log space", "objective": "weighted SSE of log y",
+              details={"base": base, "y": y, "xs": xs, "method": "OLS in log space",
+                       "objective": "weighted SSE of log y",
                        "residual_sd": float(np.sqrt(np.sum(w * resid**2) / max(len(df) - len(keys), 1)))})
     if n_boot > 0:
         rng = np.random.default_rng(seed)

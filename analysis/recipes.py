@@ -3,13 +3,15 @@
 The dict is JSON-serialisable after `analysis.fit.jsonable` (DataFrames become lists of records) and
 carries "summary" (rows for the terminal table), "warnings" (plain sentences) and "figures" (PNG
 names written to out_dir). `resolve_experiment` accepts a recipe name, or a Python file/module that
-defines ANALYSIS = {"recipe": "<name>", **options} (imported with importlib, never eval'd).
+defines ANALYSIS = {"recipe": "<name>", **options} (imported with importlib, never eval'd), or the
+name of an experiment whose ANALYSIS the sweep runner recorded in <store>/_experiments/<name>.json.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -47,18 +49,34 @@ def _load_module(experiment: str):
                             f"module or .py file ({e})") from e
 
 
-def resolve_experiment(experiment: str) -> tuple[str, dict]:
-    """(recipe name, options) from a recipe name or an experiment file/module defining ANALYSIS."""
+def _from_store_manifest(experiment: str, stores) -> tuple[bool, dict | None]:
+    """(found, ANALYSIS) from the sweep runner's <store>/_experiments/<name>.json."""
+    for store in stores:
+        path = Path(store) / "_experiments" / f"{experiment}.json"
+        if path.is_file():
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise AnalysisError(f"experiment manifest {str(path)!r} is unreadable: {e}") from e
+            return True, manifest.get("analysis") if isinstance(manifest, dict) else None
+    return False, None
+
+
+def resolve_experiment(experiment: str, stores=()) -> tuple[str, dict]:
+    """(recipe name, options) from a recipe name, an experiment file/module defining ANALYSIS, or the
+    name of an experiment recorded in one of the stores (<store>/_experiments/<name>.json)."""
     if experiment in RECIPES:
         return experiment, {}
-    module = _load_module(experiment)
-    spec = getattr(module, "ANALYSIS", None)
+    found, spec = (False, None) if experiment.endswith(".py") else _from_store_manifest(experiment, stores)
+    if not found:
+        spec = getattr(_load_module(experiment), "ANALYSIS", None)
     if not isinstance(spec, dict) or "recipe" not in spec:
         raise AnalysisError(f"experiment {experiment!r} defines no ANALYSIS = {{'recipe': ..., ...}} dict")
     options = dict(spec)
     name = options.pop("recipe")
     if name not in RECIPES:
-        raise AnalysisError(f"experiment {experiment!r}: ANALYSIS recipe {name!r} is not one of {', '.join(sorted(RECIPES))}")
+        raise AnalysisError(f"experiment {experiment!r}: ANALYSIS recipe {name!r} is not one of "
+                            f"{', '.join(sorted(RECIPES))}")
     return name, options
 
 

@@ -59,9 +59,11 @@ def lr_transfer(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path | 
     for kv, f in fits.items():
         lo, hi = f.ci.get("b", (np.nan, np.nan))
         summary.append({kind: kv, width: "law", "lr*": f"width^{f['b']:.3f}", "interval": f"[{lo:.3f}, {hi:.3f}]",
-                        "loss*": "", "edge": "transfers" if f.details["transfers_across_width"] else "", "diverged": ""})
+                        "loss*": "", "edge": "transfers" if f.details["transfers_across_width"] else "",
+                        "diverged": ""})
     return {"recipe": "lr_transfer", "columns": {"x": x, "y": y, "width": width, "kind": kind, "seed": seed_col},
-            "runs": counts, "method": method, "k": k, "optima": optima, "laws": {str(k_): f.to_dict() for k_, f in fits.items()},
+            "runs": counts, "method": method, "k": k, "optima": optima,
+            "laws": {str(k_): f.to_dict() for k_, f in fits.items()},
             "figures": figures, "warnings": warnings, "summary": summary}
 
 

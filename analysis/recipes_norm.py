@@ -37,7 +37,7 @@ def norm_transfer(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path 
     if table.empty:
         raise AnalysisError(f"norm_transfer: no curve rows with both {loss!r} and a positive {norm!r}")
     opt = optimal_norms(table, by=["B", "D"], k=k, intercept=intercept, n_boot=n_boot, seed=seed)
-    warnings += optimum_warnings(opt.rename(columns={}), ["B", "D"])
+    warnings += optimum_warnings(opt, ["B", "D"])
     per = norm_per_horizon(opt)
     summary_norm = norm_transfer_summary(per, seed=seed)
     fits = {"lr_joint": guarded("log2 eta*(B, D)", lambda: fit_lr_joint(opt, n_boot=n_boot, seed=seed), warnings),

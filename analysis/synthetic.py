@@ -108,7 +108,8 @@ def lr_sweep_store(store: str | Path, kinds=("sp", "mup"), widths=(64, 128, 256,
                             "final_val_loss": float("nan") if diverged else final,
                             "best_val_loss": float("nan") if diverged else final, "wall_time_s": 1.0,
                             "n_params": 12 * width**2 * 4 + 2 * 256 * width, "n_params_nonembedding": 12 * width**2 * 4,
-                            "flops_per_token": 6 * 12 * width**2 * 4, "diverged_step": rows[-1]["step"] if diverged else None,
+                            "flops_per_token": 6 * 12 * width**2 * 4,
+                            "diverged_step": rows[-1]["step"] if diverged else None,
                             "diverge_reason": "loss is NaN" if diverged else None}
                     run_id = f"{kind}-w{width}-lr{x:+.1f}-s{seed}"
                     write_run(Path(store) / run_id, cfg, rows, summ, {"state": summ["status"]})
@@ -163,7 +164,8 @@ def big_store(store: str | Path, n_runs: int = 2000, n_steps: int = 1000, seed: 
         lr = float(2.0 ** rng.uniform(-12, -4))
         cfg = base_config(width=int(2 ** rng.integers(6, 10)), lr=lr, steps=n_steps, seed=i)
         rows = curve_rows(2.5 + rng.uniform(0, 0.5), n_steps, 32, lr=lr, log_every=1, rng=rng)
-        summ = {"status": "done", "steps": n_steps, "tokens": rows[-1]["tokens"], "final_train_loss": rows[-1]["train_loss"],
+        summ = {"status": "done", "steps": n_steps, "tokens": rows[-1]["tokens"],
+                "final_train_loss": rows[-1]["train_loss"],
                 "final_val_loss": rows[-1]["val_loss"], "best_val_loss": rows[-1]["val_loss"], "wall_time_s": 1.0,
                 "n_params": 1, "n_params_nonembedding": 1, "flops_per_token": 1, "diverged_step": None,
                 "diverge_reason": None}

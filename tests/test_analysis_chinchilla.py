@@ -97,7 +97,7 @@ def test_single_hoffmann_start_stall_is_not_the_answer(reference):
     assert fit.objective < stalled["objective"] - 1e-4
 
 
-def test_batched_newton_matches_scipy_and_lbfgs_on_same_starts(reference):
+def test_batched_newton_matches_scipy_on_same_starts(reference):
     df, _ = reference
     logs = [np.log(df[c].to_numpy()) for c in ("N_params", "D_tokens", "loss")]
     grid = ch.grid_starts("epoch")
@@ -107,16 +107,19 @@ def test_batched_newton_matches_scipy_and_lbfgs_on_same_starts(reference):
     ref = fit_chinchilla_scipy(*logs, starts)
     assert abs(ours.f.min() * 1e-3 - ref["objective"]) / ref["objective"] < 1e-9
 
-    def fun(x, w, shared):
-        lN, lD, lL, delta = shared
-        u = jnp.stack([x[0] - x[3] * lN, x[1] - x[4] * lD, jnp.broadcast_to(x[2], lN.shape)])
-        r = jax.scipy.special.logsumexp(u, axis=0) - lL
-        return jnp.sum(jnp.where(jnp.abs(r) <= delta, 0.5 * r * r, delta * (jnp.abs(r) - 0.5 * delta))) / delta
 
+def test_batched_lbfgs_converges_on_a_known_problem():
+    """The L-BFGS fallback, batched, on badly scaled quadratics (curvatures 1e-2 .. 1e3) with a stiff
+    coupling term that vanishes at each problem's own minimiser (its row of `targets`)."""
+
+    def fun(x, w, shared):
+        return jnp.sum(shared * (x - w) ** 2) + 100.0 * (x[2] - x[1]) ** 2
+
+    targets = np.array([[1.0, 2.0, 2.0], [-3.0, 0.5, 0.5], [10.0, -4.0, -4.0]])
     with jax.enable_x64(True):
-        res = minimize_lbfgs(fun, ch.to_vector(ch.HOFFMANN_ROUNDED)[None], None,
-                             tuple(jnp.asarray(v) for v in logs) + (jnp.float64(1e-3),))
-    assert abs(res.f[0] * 1e-3 - ref["objective"]) / ref["objective"] < 1e-8
+        res = minimize_lbfgs(fun, np.zeros((3, 3)), targets, jnp.asarray([1.0, 1e3, 1e-2]), gtol=1e-10)
+    np.testing.assert_allclose(res.x, targets, atol=1e-6)
+    assert set(res.status_counts()) <= {"gtol", "ftol"}
 
 
 def test_analytic_derivatives_match_autodiff(reference):
@@ -139,7 +142,8 @@ def test_analytic_derivatives_match_autodiff(reference):
 
 def test_recovers_known_parameters_from_noisy_synthetic_data():
     truth = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
-    df = chinchilla_points(truth, budgets=np.geomspace(1e16, 1e22, 7), per_budget=12, noise=0.003, seed=3)
+    # 240 points like the reference set: the compiled programs (shaped by the point count) are reused
+    df = chinchilla_points(truth, budgets=np.geomspace(1e16, 1e22, 8), per_budget=30, noise=0.003, seed=3)
     fit = ch.fit_chinchilla(df, starts="small", n_boot=200, boot_starts=1, seed=0)
     p = fit.params
     assert abs(p["alpha"] - truth["alpha"]) < 0.03 and abs(p["beta"] - truth["beta"]) < 0.03

@@ -76,6 +76,16 @@ def test_malformed_input_gives_one_line_and_status_2(lr_store, tmp_path, capsys,
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+def test_experiment_recorded_in_the_store(tmp_path):
+    (tmp_path / "_experiments").mkdir()
+    (tmp_path / "_experiments" / "quick.json").write_text(json.dumps({"name": "quick", "analysis": {
+        "recipe": "lr_transfer", "width": "model.width"}}))
+    assert resolve_experiment("quick", [tmp_path]) == ("lr_transfer", {"width": "model.width"})
+    (tmp_path / "_experiments" / "bare.json").write_text(json.dumps({"name": "bare", "analysis": None}))
+    with pytest.raises(AnalysisError, match="defines no ANALYSIS"):
+        resolve_experiment("bare", [tmp_path])
+
+
 def test_missing_store_and_bad_experiment_file(tmp_path, capsys):
     assert cli.main(["lr_transfer", "--store", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "is not a directory" in capsys.readouterr().err
@@ -106,8 +116,8 @@ def test_chinchilla_recipe_on_a_store(tmp_path, capsys):
     truth = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
     rng = np.random.default_rng(0)
     store = tmp_path / "chin"
-    for i, N in enumerate(np.geomspace(1e6, 1e9, 6)):
-        for D in np.geomspace(1e8, 1e11, 6):
+    for i, N in enumerate(np.geomspace(1e6, 1e9, 12)):  # 240 runs: the fitter's compiled shapes are reused
+        for D in np.geomspace(1e8, 1e11, 20):
             L = (truth["E"] + truth["A"] * N ** -truth["alpha"] + truth["B"] * D ** -truth["beta"]) * \
                 np.exp(0.002 * rng.standard_normal())
             write_run(store / f"n{i}-d{D:.0e}", base_config(), [{"step": 1, "tokens": int(D), "val_loss": L}],

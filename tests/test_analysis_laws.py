@@ -105,8 +105,9 @@ def test_optimizer_speedup_recovers_data_multiple():
         for s in range(3):
             for k in (1.0, 2.0, 4.0, 8.0):
                 base = lambda kk: 0.5 * kk**-0.3 + 3.0 - 0.2 * (size > 2e8)  # noqa: E731
-                rows.append({"size": size, "optimizer": "adamw", "k": k, "loss": base(k) + 0.001 * rng.standard_normal()})
-                rows.append({"size": size, "optimizer": "muon", "k": k, "loss": base(1.4 * k) + 0.001 * rng.standard_normal()})
+                for opt, mult in (("adamw", 1.0), ("muon", 1.4)):  # muon needs 1/1.4 of the data
+                    rows.append({"size": size, "optimizer": opt, "k": k,
+                                 "loss": base(mult * k) + 0.001 * rng.standard_normal()})
     table, fits = optimizer_speedup(pd.DataFrame(rows), by="size", n_boot=300)
     assert len(fits) == 2 and len(table) == 8
     assert table["speedup"].between(1.25, 1.55).all()
@@ -147,3 +148,12 @@ def test_optimal_norm_with_fixed_intercept():
     fixed = nt.optimal_norms(table, by=["B", "D"], intercept=loss0 + 10, n_boot=0).iloc[0]
     assert abs(free["log2_norm_opt"] - 7.0) < 0.05
     assert fixed["coef_c"] == loss0 + 10 and fixed["log2_norm_opt"] != free["log2_norm_opt"]
+
+
+def test_at_horizons_merges_train_and_eval_lines_of_a_step():
+    curves = pd.DataFrame({"run_id": ["a"] * 4, "tokens": [100, 100, 200, 200],
+                           "val_loss": [np.nan, 3.0, np.nan, 2.5], "norm/param/output": [4.0, np.nan, 8.0, np.nan]})
+    runs = pd.DataFrame({"run_id": ["a"], "optim.lr": [0.01]})
+    t = nt.at_horizons(curves, runs, ["val_loss", "norm/param/output"], ["optim.lr"])
+    assert t[["tokens", "val_loss", "norm/param/output", "optim.lr"]].values.tolist() == [[100, 3.0, 4.0, 0.01],
+                                                                                        [200, 2.5, 8.0, 0.01]]

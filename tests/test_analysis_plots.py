@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
-from analysis.chinchilla import fit_chinchilla
+from analysis.fit import Fit
 from analysis.isoflop import isoflop_optima
 from analysis.optimum import find_optima
 from analysis.powerlaw import fit_power_law
@@ -73,8 +73,8 @@ def test_norm_figures(tmp_path):
     per = pd.DataFrame({"D": 2.0 ** np.arange(20, 26, 2), "B_opt": [16, 32, 64], "b_at_edge": [True, False, False]})
     fig = plots.plot_bstar(per, fit=fit_power_law(per, "D", "B_opt", n_boot=50))
     assert _is_log2(fig.get_axes()[0], "y")
-    opt = pd.DataFrame({"B": [16, 32, 16, 32], "D": [2.0**20, 2.0**20, 2.0**22, 2.0**22], "lr_opt": [0.1, 0.14, 0.05, 0.07],
-                        "ok": True})
+    opt = pd.DataFrame({"B": [16, 32, 16, 32], "D": [2.0**20, 2.0**20, 2.0**22, 2.0**22],
+                        "lr_opt": [0.1, 0.14, 0.05, 0.07], "ok": True})
     fig = plots.plot_lr_vs_batch(opt)
     assert len(fig.get_axes()[0].get_legend().get_texts()) == 2  # one entry per horizon
     plots.save_figure(fig, tmp_path / "b.png")
@@ -85,10 +85,11 @@ def test_compute_optimal_figures(tmp_path):
     df = chinchilla_points(p, per_budget=7, noise=0.003)
     fig = plots.plot_isoflop(df, vertices=isoflop_optima(df, n_boot=20))
     assert len([ln for ln in fig.get_axes()[0].get_lines() if ln.get_marker() == "*"]) == 5  # a vertex per budget
-    fit = fit_chinchilla(df, starts="small", n_boot=0)
+    fit = Fit("chinchilla_approach3", dict(p), r2=0.99, details={"delta": 1e-3})
     fig = plots.plot_chinchilla_fit(df, fit)
     left, right = fig.get_axes()[:2]
-    assert right.get_ylabel().startswith("log residual") and left.get_xscale() == "log"
+    assert right.get_ylabel().startswith("log residual") and right.get_xscale() == "log"
+    assert left.get_xlabel() == "predicted L(N, D)" and len(left.collections) == 1  # one scatter of all points
     plots.save_figure(fig, tmp_path / "c.png")
 
 

@@ -105,8 +105,9 @@ def _programs(fun: Callable, history: int, gtol: float, ftol: float, patience: i
     return _CACHE[key]
 
 
-def minimize_lbfgs(fun: Callable, x0, aux=None, shared=None, *, history: int = 10, gtol: float = 1e-9, ftol: float = 1e-15,
-                   patience: int = 5, max_iter: int = 2000, max_ls: int = 30, chunk_len: int = 20) -> BatchResult:
+def minimize_lbfgs(fun: Callable, x0, aux=None, shared=None, *, history: int = 10, gtol: float = 1e-9,
+                   ftol: float = 1e-15, patience: int = 5, max_iter: int = 2000, max_ls: int = 30,
+                   chunk_len: int = 20) -> BatchResult:
     """Minimise fun(x (P,), aux_i, shared) -> scalar from every row of x0.
 
     aux leaves have leading axis S (one slice per problem); shared is common to all problems."""

@@ -45,7 +45,7 @@ def plot_isoflop(df: pd.DataFrame, n: str = "N", loss: str = "loss", compute: st
 
 def plot_chinchilla_fit(df: pd.DataFrame, fit: Fit, n: str = "N", d: str = "D", loss: str = "loss",
                         title: str = "Chinchilla Approach 3 fit"):
-    """Left: observed loss vs predicted L(N, D) (log axes, identity line), coloured by log10 compute.
+    """Left: observed loss vs predicted L(N, D) (identity line), coloured by log10 compute.
     Right: log residuals vs N."""
     fig, axes = new_figure(2)
     N, D, L = (df[c].to_numpy(float) for c in (n, d, loss))
@@ -54,10 +54,9 @@ def plot_chinchilla_fit(df: pd.DataFrame, fit: Fit, n: str = "N", d: str = "D", 
     ax = axes[0][0]
     sc = ax.scatter(pred, L, c=c, cmap="viridis", s=14, edgecolors="none")
     lims = [min(pred.min(), L.min()), max(pred.max(), L.max())]
-    ax.plot(lims, lims, "k--", lw=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    ax.plot(lims, lims, "k--", lw=1, label="y = x")
     ax.set_xlabel("predicted L(N, D)")
+    ax.grid(alpha=0.3)
     ax.set_ylabel(f"observed {loss}")
     p = fit.params
     ax.set_title(f"{title}\nE={p['E']:.3g}, A={p['A']:.3g}, B={p['B']:.3g}, α={p['alpha']:.3f}, β={p['beta']:.3f}",

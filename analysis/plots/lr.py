@@ -27,7 +27,8 @@ def plot_loss_vs_lr(runs: pd.DataFrame, x: str = "optim.lr", y: str = "final_val
         for cv, g in sub.groupby(color, sort=True):
             ok = np.isfinite(g[y].to_numpy(float))
             mean = g[ok].groupby(x)[y].mean()
-            ax.plot(mean.index, mean.values, "o-", ms=3.5, lw=1.4, color=cmap[cv], label=f"{color.split('.')[-1]}={fmt_num(cv)}")
+            ax.plot(mean.index, mean.values, "o-", ms=3.5, lw=1.4, color=cmap[cv],
+                    label=f"{color.split('.')[-1]}={fmt_num(cv)}")
             bad = g[~ok]
             if len(bad):
                 ax.plot(bad[x], np.full(len(bad), top + 1.5 * pad), "x", color=cmap[cv], ms=6, mew=1.5)
@@ -71,7 +72,8 @@ def plot_optimal_lr_vs_width(optima: pd.DataFrame, width: str = "model.width", k
             f = fits[kv]
             w = np.geomspace(g[width].min(), g[width].max(), 50)
             lo, hi = f.ci.get("b", (np.nan, np.nan))
-            label += f": η* ∝ width$^{{{f['b']:.2f}}}$" + (f"  95% CI [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else "")
+            label += f": η* ∝ width$^{{{f['b']:.2f}}}$"
+            label += f"  95% CI [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else ""
             ax.plot(w, predict_power_law(f, w), "-", color=c, lw=1.5, label=label)
         else:
             ax.plot([], [], markers[i % 7], color=c, label=label)
@@ -104,7 +106,8 @@ def plot_lr_vs_batch(optima: pd.DataFrame, lr: str = "lr_opt", batch: str = "B",
     ax.set_ylabel("optimal learning rate η*")
     if fit is not None:
         p = fit.params
-        title += f"\nlog2 η* = {p[batch]:.2f} log2 B {p[horizon]:+.2f} log2 D {p['intercept']:+.2f}  (R² {fit.r2:.2f})"
+        title += (f"\nlog2 η* = {p[batch]:.2f} log2 B {p[horizon]:+.2f} log2 D {p['intercept']:+.2f}"
+                  f"  (R² {fit.r2:.2f})")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
