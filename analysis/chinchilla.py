@@ -10,8 +10,9 @@ Method as in notes/scaling_laws.md section 1:
 - every start of Epoch's 4,500-point grid is minimised (batched trust-region Newton with the analytic
   Hessian, analysis.optimize.newton), after two warm-up stages with a 100x and 10x larger delta
   (a continuation: the objective is then nearly least squares and Newton crosses the far regions
-  of the grid in few steps; the last stage minimises exactly the declared objective); the lowest
-  objective is kept, then re-polished from itself;
+  of the grid in few steps; starts that a stage brings to the same point share the next stages; the
+  last stage minimises exactly the declared objective); the lowest objective is kept, then
+  re-polished from itself (a genuine optimum does not move);
 - bootstrap: resample the points, refit every replicate from the best fit and the next-best
   distinct local minima of the grid, all replicates in one batched call.
 """
@@ -25,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import resample_weights, summarize
+from analysis.chinchilla_objective import PARAMS, huber_log_derivs, minimize_starts  # noqa: F401 (re-exported)
 from analysis.errors import AnalysisError
 from analysis.fit import Fit
-from analysis.chinchilla_objective import PARAMS, huber_log_derivs, minimize_starts  # noqa: F401 (re-exported)
 from analysis.validate import need_points, positive, require_columns, require_frame
 
 EPOCH_GRID = {"log_A": [0, 5, 10, 15, 20, 25], "log_B": [0, 5, 10, 15, 20, 25], "log_E": [-1, -0.5, 0, 0.5, 1],
@@ -159,6 +160,7 @@ def fit_chinchilla(df: pd.DataFrame, n: str = "N", d: str = "D", loss: str = "lo
     # restart from the solution: a genuine optimum does not move and has a tiny gradient
     polish = minimize_starts(res.x[best:best + 1], np.ones((1, len(N))), logN, logD, logL, delta, max_iter=max_iter)
     x_best = polish.x[0] if polish.f[0] <= f_best else res.x[best]
+    moved = (f_best - polish.f[0]) / f_best
     f_best = min(f_best, polish.f[0])
     wall = time.perf_counter() - t0
 
@@ -168,6 +170,9 @@ def fit_chinchilla(df: pd.DataFrame, n: str = "N", d: str = "D", loss: str = "lo
     warnings = []
     if at_best <= 2 and len(X0) > 2:
         warnings.append(f"only {at_best} of {len(X0)} starts reached the best objective: the optimum is fragile")
+    if moved > 1e-9:
+        warnings.append(f"restarting from the best point lowered the objective by {moved:.1e} (relative): "
+                        "the multistart had not converged")
     if polish.grad_inf[0] > GRAD_WARN:
         warnings.append(f"gradient at the optimum is {polish.grad_inf[0]:.2g} (scaled objective): not converged")
     for name, v in (("N", N), ("D", D)):
@@ -179,7 +184,8 @@ def fit_chinchilla(df: pd.DataFrame, n: str = "N", d: str = "D", loss: str = "lo
                             f"continuation in delta x {CONTINUATION} then delta",
                "tolerances": {"gtol_scaled": 1e-10, "ftol": 1e-15, "max_iter": max_iter},
                "n_starts": len(X0), "n_at_best": at_best, "at_best_rtol": AT_BEST_RTOL,
-               "grad_inf_scaled": float(polish.grad_inf[0]), "start_status": res.status_counts(),
+               "grad_inf_scaled": float(polish.grad_inf[0]), "restart_improvement_rel": float(moved),
+               "start_status": res.status_counts(),
                "log_params": dict(zip(PARAMS, map(float, x_best))), "r2_space": "log loss",
                "fit_wall_s": wall, "columns": {"N": n, "D": d, "loss": loss}}
     fit = Fit("chinchilla_approach3", params, objective=float(f_best * delta), r2=float(r2), n=len(N),

@@ -80,7 +80,8 @@ def optimal_norms(table: pd.DataFrame, norm: str = "output_norm", loss: str = "l
         g = table[m & np.isfinite(table[loss].to_numpy(float))]
         lr_opt.append(float(g[lr].iloc[np.argmin(np.abs(np.log2(g[norm].to_numpy(float)) - r["u_opt"]))]))
     out = opt.rename(columns={"x_opt": "norm_opt", "u_opt": "log2_norm_opt", "y_opt": "loss_opt"})
-    out["log2_norm_lo"], out["log2_norm_hi"] = np.log2(out.pop("x_lo")), np.log2(out.pop("x_hi"))
+    with np.errstate(divide="ignore"):  # an edge optimum's one-sided interval reaches 0 or inf
+        out["log2_norm_lo"], out["log2_norm_hi"] = np.log2(out.pop("x_lo")), np.log2(out.pop("x_hi"))
     out["lr_opt"] = lr_opt
     return out
 

@@ -10,7 +10,8 @@ Estimators (notes/scaling_laws.md section 4), all in u = log_base(x):
 Seeds are averaged per x first. An optimum at the edge of the grid (or a parabola that opens
 downward) is flagged: it is a censored value, a bound rather than an estimate. Interval: bootstrap
 over seeds when a group has >= 2 seeds; else, for the quadratic, bootstrap over the fitted points;
-for argmin/akima, the grid resolution (halfway to the neighbouring grid points).
+for argmin/akima, the grid resolution (halfway to the neighbouring grid points). An edge optimum gets
+a one-sided interval: [x_opt, inf) at the high edge, (0, x_opt] at the low edge.
 """
 
 from __future__ import annotations
@@ -194,8 +195,12 @@ def _one_group(g, method, k, seed_col, base, log_x, intercept, weights, n_boot, 
         lo, hi = _resolution(u, est["u_opt"])
         interval = "grid resolution"
     at_edge = est["edge_side"] is not None
+    if at_edge:  # censored: the optimum lies at or beyond the last value tried, so report a one-sided bound
+        lo, hi = (-np.inf, est["u_opt"]) if est["edge_side"] == "low" else (est["u_opt"], np.inf)
+        interval = "censored at the grid edge (a bound)"
+    to_x = (lambda v: float(from_u(v)) if np.isfinite(v) else (0.0 if v < 0 and log_x else float(v)))
     out = {"x_opt": float(from_u(est["u_opt"])), "u_opt": est["u_opt"], "y_opt": est["y_opt"],
-           "x_lo": float(from_u(lo)), "x_hi": float(from_u(hi)), "n_points": len(u), "n_seeds": n_seeds,
+           "x_lo": to_x(lo), "x_hi": to_x(hi), "n_points": len(u), "n_seeds": n_seeds,
            "n_diverged": n_div, "at_edge": at_edge, "edge_side": est["edge_side"], "concave": est["concave"],
            "ok": not at_edge and not est["concave"], "method": method if len(u) >= 3 else "argmin",
            "interval": interval}

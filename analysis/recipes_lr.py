@@ -53,7 +53,7 @@ def lr_transfer(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path | 
     write_figure(plot_loss_vs_lr(data, x, y, width, kind, optima, title="Loss vs learning rate"), out_dir,
                  "loss_vs_lr", figures)
     write_figure(plot_optimal_lr_vs_width(optima, width, kind, fits), out_dir, "optimal_lr_vs_width", figures)
-    summary = [{kind: r[kind], width: r[width], "lr*": r["x_opt"], "interval": f"[{r['x_lo']:.3g}, {r['x_hi']:.3g}]",
+    summary = [{kind: r[kind], width: r[width], "lr*": r["x_opt"], "interval": _interval_text(r),
                 "loss*": r["y_opt"], "edge": "EDGE" if r["at_edge"] else "", "diverged": r["n_diverged"]}
                for _, r in optima.iterrows()]
     for kv, f in fits.items():
@@ -72,3 +72,9 @@ def _law(ok: pd.DataFrame, samples: np.ndarray, width: str, n_boot: int, seed: i
         raise AnalysisError(f"{len(ok)} usable width(s) (interior optima), need at least 3")
     return fit_power_law(ok.reset_index(drop=True), width, "x_opt", n_boot=n_boot, seed=seed,
                          y_samples=samples[:, ok.index.to_numpy()], name="lr_vs_width")
+
+
+def _interval_text(r) -> str:
+    if r["at_edge"]:
+        return f">= {r['x_opt']:.3g} (bound)" if r["edge_side"] == "high" else f"<= {r['x_opt']:.3g} (bound)"
+    return f"[{r['x_lo']:.3g}, {r['x_hi']:.3g}]"

@@ -34,6 +34,9 @@ def test_edge_of_grid_is_flagged(opt_log2, side):
     for method in ("argmin", "quadratic", "akima"):
         o = find_optima(sweep(opt_log2=opt_log2), "lr", "loss", method=method).iloc[0]
         assert o["at_edge"] and o["edge_side"] == side and not o["ok"], method
+        # censored: a one-sided interval that reaches past the last value tried
+        assert (o["x_hi"] == np.inf and o["x_lo"] == o["x_opt"]) if side == "high" else \
+            (o["x_lo"] == 0.0 and o["x_hi"] == o["x_opt"])
     warnings = optimum_warnings(find_optima(sweep(opt_log2=opt_log2), "lr", "loss"), [])
     assert any(f"{side} edge" in w for w in warnings)
 

@@ -36,9 +36,10 @@ def plot_loss_vs_lr(runs: pd.DataFrame, x: str = "optim.lr", y: str = "final_val
                 o = optima[(optima[color] == cv) & ((optima[panel] == pv) if panel else True)]
                 for _, r in o.iterrows():
                     hollow = bool(r.get("at_edge", False) or r.get("concave", False))
-                    ax.errorbar(r["x_opt"], r["y_opt"], xerr=[[r["x_opt"] - r["x_lo"]], [r["x_hi"] - r["x_opt"]]],
-                                fmt="*", ms=13, color=cmap[cv], mfc="white" if hollow else cmap[cv], mec="black",
-                                mew=0.8, capsize=3, zorder=5)
+                    # a censored (edge) optimum has a one-sided interval: no error bar
+                    xerr = None if r.get("at_edge", False) else [[r["x_opt"] - r["x_lo"]], [r["x_hi"] - r["x_opt"]]]
+                    ax.errorbar(r["x_opt"], r["y_opt"], xerr=xerr, fmt="*", ms=13, color=cmap[cv],
+                                mfc="white" if hollow else cmap[cv], mec="black", mew=0.8, capsize=3, zorder=5)
         log2_axis(ax, "x")
         ax.set_xlabel(f"learning rate ({x})")
         ax.set_title(f"{panel} = {pv}" if panel else title)
@@ -63,8 +64,9 @@ def plot_optimal_lr_vs_width(optima: pd.DataFrame, width: str = "model.width", k
         c = palette[i % len(palette)]
         g = g.sort_values(width)
         edge = g["at_edge"].to_numpy(bool) | g.get("concave", pd.Series(False, index=g.index)).to_numpy(bool)
-        yerr = [g["x_opt"] - g["x_lo"], g["x_hi"] - g["x_opt"]]
-        ax.errorbar(g[width], g["x_opt"], yerr=yerr, fmt="none", ecolor=c, capsize=3, alpha=0.8)
+        gi = g[~g["at_edge"].to_numpy(bool)]  # edge optima have one-sided intervals: no error bar
+        yerr = [gi["x_opt"] - gi["x_lo"], gi["x_hi"] - gi["x_opt"]]
+        ax.errorbar(gi[width], gi["x_opt"], yerr=yerr, fmt="none", ecolor=c, capsize=3, alpha=0.8)
         ax.plot(g[width][~edge], g["x_opt"][~edge], markers[i % 7], color=c, ms=7)
         ax.plot(g[width][edge], g["x_opt"][edge], markers[i % 7], color=c, mfc="white", ms=7)
         label = f"{kv}"
