@@ -62,18 +62,21 @@ def at_horizons(curves: pd.DataFrame, runs: pd.DataFrame, value_cols: Sequence[s
 
 def optimal_norms(table: pd.DataFrame, norm: str = "output_norm", loss: str = "loss", lr: str = "lr",
                   by: str | Sequence[str] = ("B", "D"), *, k: int = 7, intercept: float | None = None,
-                  weights: str | None = None, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+                  weights: str | None = None, n_boot: int = 200, seed: int = 0, empty: str = "raise") -> pd.DataFrame:
     """Per group: parabola of loss vs log2(norm) on the k points nearest the minimum (paper App. A.4).
     Columns: group keys, norm_opt, log2_norm_opt, log2_norm_lo/hi, loss_opt, lr_opt, at_edge,
-    concave, ok, n_points, n_diverged."""
+    concave, ok, n_points, n_diverged. empty: as in find_optima ("keep" gives NaN rows)."""
     by = as_list(by)
     what = "optimal_norms"
     require_frame(table, what)
     require_columns(table, [norm, loss, lr, *by, weights], what)
     opt = find_optima(table, norm, loss, by, method="quadratic", k=k, intercept=intercept, weights=weights,
-                      n_boot=n_boot, seed=seed, snap_rtol=0.0)
+                      n_boot=n_boot, seed=seed, snap_rtol=0.0, empty=empty)
     lr_opt = []
     for _, r in opt.iterrows():
+        if not np.isfinite(r["u_opt"]):
+            lr_opt.append(np.nan)
+            continue
         m = np.ones(len(table), bool)
         for b in by:
             m &= (table[b] == r[b]).to_numpy()

@@ -105,15 +105,17 @@ def find_optima(df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] = (), 
                 k: int = 5, seed_col: str | None = None, base: float = 2.0, log_x: bool = True,
                 intercept: float | None = None, weights: str | None = None, diverged_col: str | None = None,
                 n_boot: int = 200, level: float = 0.95, seed: int = 0, snap_rtol: float = 1e-3,
-                return_samples: bool = False):
+                empty: str = "raise", return_samples: bool = False):
     """One optimum of y over x per group of `by` columns.
 
     Rows with non-finite y (or diverged_col true) are excluded and counted (n_diverged). With
     log_x, u = log_base(x) and x must be > 0. Returns a DataFrame with the group keys and: x_opt,
     u_opt (= log_base x_opt), y_opt, x_lo/x_hi (interval), n_points, n_seeds, n_diverged, at_edge,
     edge_side, concave, ok (interior and convex), method, interval (how it was obtained), and for the
-    quadratic coef_a, coef_b, coef_c (y = a u^2 + b u + c). With return_samples, also an (n_boot,
-    n_groups) array of bootstrap x_opt replicates (NaN where the group has no bootstrap).
+    quadratic coef_a, coef_b, coef_c (y = a u^2 + b u + c). A group without finite points raises
+    (empty="raise") or gets a row of NaN with ok=False and interval "no finite points" (empty="keep").
+    With return_samples, also an (n_boot, n_groups) array of bootstrap x_opt replicates (NaN where the
+    group has no bootstrap).
     """
     by = as_list(by)
     what = f"find_optima({y} over {x})"
@@ -139,7 +141,13 @@ def find_optima(df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] = (), 
     for key, g in groups:
         label = group_label(by, key) if by else "all rows"
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        res, samp = _one_group(g, method, k, seed_col, base, log_x, intercept, weights, n_boot, level, rng, label, what)
+        try:
+            res, samp = _one_group(g, method, k, seed_col, base, log_x, intercept, weights, n_boot, level, rng,
+                                   label, what)
+        except _EmptyGroup as e:
+            if empty == "raise":
+                raise AnalysisError(str(e)) from None
+            res, samp = _empty_row(int(g["_bad"].sum())), np.full(n_boot, np.nan)
         row.update(res)
         rows.append(row)
         samples.append(samp)
@@ -153,8 +161,8 @@ def _one_group(g, method, k, seed_col, base, log_x, intercept, weights, n_boot, 
     n_div = int(g["_bad"].sum())
     good = g[~g["_bad"]]
     if good.empty:
-        raise AnalysisError(f"{what}: group {label} has no finite {'' if n_div == 0 else 'non-diverged '}points "
-                            f"({n_div} diverged)")
+        raise _EmptyGroup(f"{what}: group {label} has no finite {'' if n_div == 0 else 'non-diverged '}points "
+                          f"({n_div} diverged)")
     to_u = (lambda v: np.log(v) / math.log(base)) if log_x else (lambda v: np.asarray(v, float))
     from_u = (lambda v: base ** np.asarray(v)) if log_x else (lambda v: np.asarray(v))
     seeds = good[seed_col].to_numpy() if seed_col else np.zeros(len(good))
@@ -209,6 +217,17 @@ def _one_group(g, method, k, seed_col, base, log_x, intercept, weights, n_boot, 
     return out, np.where(np.isfinite(u_samples), from_u(u_samples), np.nan)
 
 
+class _EmptyGroup(Exception):
+    pass
+
+
+def _empty_row(n_diverged: int) -> dict:
+    return {"x_opt": np.nan, "u_opt": np.nan, "y_opt": np.nan, "x_lo": np.nan, "x_hi": np.nan, "n_points": 0,
+            "n_seeds": 0, "n_diverged": n_diverged, "at_edge": False, "edge_side": None, "concave": False,
+            "ok": False, "method": None, "interval": "no finite points", "coef_a": np.nan, "coef_b": np.nan,
+            "coef_c": np.nan}
+
+
 def optimum_warnings(optima: pd.DataFrame, by: Sequence[str]) -> list[str]:
     """Plain-language warnings for optima at the grid edge or from downward-opening parabolas."""
     out = []
@@ -219,4 +238,6 @@ def optimum_warnings(optima: pd.DataFrame, by: Sequence[str]) -> list[str]:
                        "(extend the grid)")
         if r["concave"]:
             out.append(f"parabola opens downward for {label}: no interior minimum, argmin kept")
+        if r["interval"] == "no finite points":
+            out.append(f"no finite points for {label} ({r['n_diverged']} diverged): no optimum")
     return out

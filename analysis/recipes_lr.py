@@ -36,7 +36,7 @@ def lr_transfer(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path | 
         seed_col = None  # one seed: bootstrap over the fitted points instead
     optima, samples = find_optima(data, x, y, [kind, width], method=method, k=k, seed_col=seed_col,
                                   diverged_col="diverged" if "diverged" in data else None, n_boot=n_boot, seed=seed,
-                                  return_samples=True)
+                                  empty="keep", return_samples=True)
     warnings += optimum_warnings(optima, [kind, width])
     fits = {}
     for kv, g in optima.groupby(kind, sort=True):
@@ -75,6 +75,8 @@ def _law(ok: pd.DataFrame, samples: np.ndarray, width: str, n_boot: int, seed: i
 
 
 def _interval_text(r) -> str:
+    if not np.isfinite(r["x_opt"]):
+        return "no finite points"
     if r["at_edge"]:
         return f">= {r['x_opt']:.3g} (bound)" if r["edge_side"] == "high" else f"<= {r['x_opt']:.3g} (bound)"
     return f"[{r['x_lo']:.3g}, {r['x_hi']:.3g}]"

@@ -36,7 +36,7 @@ def norm_transfer(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path 
     table = table[np.isfinite(table["output_norm"]) & (table["output_norm"] > 0)]
     if table.empty:
         raise AnalysisError(f"norm_transfer: no curve rows with both {loss!r} and a positive {norm!r}")
-    opt = optimal_norms(table, by=["B", "D"], k=k, intercept=intercept, n_boot=n_boot, seed=seed)
+    opt = optimal_norms(table, by=["B", "D"], k=k, intercept=intercept, n_boot=n_boot, seed=seed, empty="keep")
     warnings += optimum_warnings(opt, ["B", "D"])
     per = norm_per_horizon(opt)
     summary_norm = norm_transfer_summary(per, seed=seed)

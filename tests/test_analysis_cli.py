@@ -51,6 +51,19 @@ def test_edge_optima_are_shown_plainly(tmp_path, capsys):
     assert "fit eta*(width) for param.kind=sp failed" in printed  # no interior optima left: says so plainly
 
 
+def test_a_fully_diverged_group_is_reported_not_fatal(tmp_path, capsys):
+    store = tmp_path / "div"
+    # width 1024 under SP: every lr of this grid is past the divergence threshold
+    lr_sweep_store(store, kinds=("sp",), widths=(64, 128, 256, 1024), log2_lrs=tuple(np.arange(-9, -3.5, 1.0)),
+                   diverge_above=0.5)
+    assert cli.main(["lr_transfer", "--store", str(store), "--out", str(tmp_path / "o"), "--set", "n_boot=50"]) == 0
+    printed = capsys.readouterr().out
+    assert "no finite points for param.kind=sp, model.width=1024" in printed
+    fits = json.loads((tmp_path / "o" / "fits.json").read_text())
+    row = [r for r in fits["optima"] if r["model.width"] == 1024][0]
+    assert row["x_opt"] is None and row["n_diverged"] == 6 and row["ok"] is False
+
+
 def test_experiment_file_and_options(lr_store, tmp_path, capsys):
     store, _ = lr_store
     exp = tmp_path / "my_sweep.py"

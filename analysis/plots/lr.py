@@ -34,6 +34,7 @@ def plot_loss_vs_lr(runs: pd.DataFrame, x: str = "optim.lr", y: str = "final_val
                 ax.plot(bad[x], np.full(len(bad), top + 1.5 * pad), "x", color=cmap[cv], ms=6, mew=1.5)
             if optima is not None:
                 o = optima[(optima[color] == cv) & ((optima[panel] == pv) if panel else True)]
+                o = o[np.isfinite(o["x_opt"].to_numpy(float))]
                 for _, r in o.iterrows():
                     hollow = bool(r.get("at_edge", False) or r.get("concave", False))
                     # a censored (edge) optimum has a one-sided interval: no error bar
@@ -62,7 +63,7 @@ def plot_optimal_lr_vs_width(optima: pd.DataFrame, width: str = "model.width", k
     palette = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange"]
     for i, (kv, g) in enumerate(optima.groupby(kind, sort=True)):
         c = palette[i % len(palette)]
-        g = g.sort_values(width)
+        g = g[np.isfinite(g["x_opt"].to_numpy(float))].sort_values(width)
         edge = g["at_edge"].to_numpy(bool) | g.get("concave", pd.Series(False, index=g.index)).to_numpy(bool)
         gi = g[~g["at_edge"].to_numpy(bool)]  # edge optima have one-sided intervals: no error bar
         yerr = [gi["x_opt"] - gi["x_lo"], gi["x_hi"] - gi["x_opt"]]
