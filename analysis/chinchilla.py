@@ -31,6 +31,10 @@ from analysis.errors import AnalysisError
 from analysis.fit import Fit
 from analysis.validate import need_points, positive, require_columns, require_frame
 
+__all__ = ["EPOCH_GRID", "HOFFMANN_ROUNDED", "HOFFMANN_UNROUNDED", "PARAMS", "chinchilla_loss", "compute_optimal",
+           "compute_optimal_table", "fit_chinchilla", "grid_starts", "huber_log_derivs", "minimize_starts", "to_params",
+           "to_vector"]
+
 EPOCH_GRID = {"log_A": [0, 5, 10, 15, 20, 25], "log_B": [0, 5, 10, 15, 20, 25], "log_E": [-1, -0.5, 0, 0.5, 1],
               "alpha": [0, 0.5, 1.0, 1.5, 2.0], "beta": [0, 0.5, 1.0, 1.5, 2.0]}
 SMALL_GRID = {"log_A": [2, 6, 12], "log_B": [2, 8, 14], "log_E": [-1, 0, 1], "alpha": [0.1, 0.4, 1.0],

@@ -29,6 +29,9 @@ from analysis.errors import AnalysisError, LoadWarning
 from analysis.run_dir import (RUN_FILES, SIGNATURE, _normalise_curves, _read_run_arrow, flatten,  # noqa: F401
                               read_metrics, read_run, signature)
 
+__all__ = ["RUN_FILES", "build_tables", "flatten", "load_store", "read_metrics", "read_run", "run_dirs", "signature",
+           "write_tables"]
+
 RUNS_FILE, CURVES_FILE = "runs.parquet", "curves.parquet"
 STATES = ("pending", "running", "done", "diverged", "failed", "incomplete")
 _BUILD_KEY = b"analysis.build_id"
