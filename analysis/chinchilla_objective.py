@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis.optimize import BatchResult, minimize_newton
+from analysis.optimize.driver import MAX_BATCH
 
 # parameter vector order, as in Epoch's code: (a, b, e, alpha, beta) with A = e^a, B = e^b, E = e^e
 PARAMS = ("log_A", "log_B", "log_E", "alpha", "beta")
@@ -62,12 +63,15 @@ def minimize_starts(starts: np.ndarray, weights: np.ndarray, logN, logD, logL, d
     """
     x = np.asarray(starts, np.float64)
     w = np.asarray(weights, np.float64)
+    # per-batch work arrays are (rows, points, 5) float64: keep them near 50 MB whatever the point count
+    newton.setdefault("max_batch", int(min(MAX_BATCH, max(20, 1_300_000 // max(w.shape[1], 1)))))
     owner = np.arange(len(x))  # row of the current (deduplicated) batch that carries each start
     n_iter = np.zeros(len(x), int)
     with jax.enable_x64(True):
         data = tuple(jnp.asarray(v, jnp.float64) for v in (logN, logD, logL))
         for m in continuation:
-            res = minimize_newton(huber_log_derivs, x, w, data + (jnp.float64(m * delta),), gtol=1e-9, max_iter=100)
+            res = minimize_newton(huber_log_derivs, x, w, data + (jnp.float64(m * delta),), gtol=1e-9, max_iter=100,
+                                  max_batch=newton["max_batch"])
             x = np.where(np.isfinite(res.f)[:, None], res.x, x)
             n_iter += res.n_iter[owner]
             keys = np.column_stack([np.round(x / 1e-6), np.unique(w, axis=0, return_inverse=True)[1].reshape(-1, 1)])

@@ -58,14 +58,15 @@ def pad_rows(tree, size: int):
     return jax.tree.map(pad, tree)
 
 
-def run_compacted(init: Callable, chunk: Callable, x0: np.ndarray, aux, shared, *, max_iter: int) -> BatchResult:
+def run_compacted(init: Callable, chunk: Callable, x0: np.ndarray, aux, shared, *, max_iter: int,
+                  max_batch: int = MAX_BATCH) -> BatchResult:
     """init(x, aux, shared) -> state and chunk(state, aux, shared) -> state are batched over axis 0 of
     x, aux and the state (chunk jitted; init may be plain numpy); `shared` (data common to all
     problems) is passed through as is. Rows that end with a non-finite objective are marked FAILED."""
     n = x0.shape[0]
-    if n > MAX_BATCH:
-        parts = [run_compacted(init, chunk, x0[i:i + MAX_BATCH], jax.tree.map(lambda a: a[i:i + MAX_BATCH], aux),
-                               shared, max_iter=max_iter) for i in range(0, n, MAX_BATCH)]
+    if n > max_batch:
+        parts = [run_compacted(init, chunk, x0[i:i + max_batch], jax.tree.map(lambda a: a[i:i + max_batch], aux),
+                               shared, max_iter=max_iter, max_batch=max_batch) for i in range(0, n, max_batch)]
         return BatchResult(*(np.concatenate([getattr(p, k) for p in parts])
                              for k in ("x", "f", "grad_inf", "n_iter", "status")))
     size = bucket(n)

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.optimize.driver import CONVERGED_FTOL, CONVERGED_GTOL, RUNNING, BatchResult, run_compacted
+from analysis.optimize.driver import (CONVERGED_FTOL, CONVERGED_GTOL, MAX_BATCH, RUNNING, BatchResult,
+                                     run_compacted)
 
 _CACHE: dict[Any, Any] = {}
 _BISECTIONS = 40
@@ -105,13 +106,14 @@ def _programs(derivs: Callable, chunk_len: int):
 
 def minimize_newton(derivs: Callable, x0, aux=None, shared=None, *, gtol: float = 1e-10, ftol: float = 1e-15,
                     patience: int = 8, max_iter: int = 500, radius: float = 1.0, max_radius: float = 10.0,
-                    chunk_len: int = 10) -> BatchResult:
+                    chunk_len: int = 10, max_batch: int = MAX_BATCH) -> BatchResult:
     """Minimise row-wise: derivs(X (S,P), aux, shared) -> (f (S,), g (S,P), H (S,P,P)), batched over rows.
 
     `aux` is a pytree whose leaves have leading axis S (per-problem data such as bootstrap weights);
     `shared` is a pytree of data common to all problems (the observations). radius/max_radius: initial
     and largest trust radius (Euclidean, in parameter units). Pass the same `derivs` object on repeated
-    calls to reuse the compiled programs. max_iter is rounded up to a multiple of chunk_len.
+    calls to reuse the compiled programs. max_iter is rounded up to a multiple of chunk_len. Problems
+    beyond max_batch are solved in blocks of that many (bounds memory).
     """
     x0 = np.asarray(x0)
     if aux is None:
@@ -120,4 +122,4 @@ def minimize_newton(derivs: Callable, x0, aux=None, shared=None, *, gtol: float 
     dt = x0.dtype
     settings = (np.asarray(gtol, dt), np.asarray(ftol, dt), np.asarray(radius, dt), np.asarray(max_radius, dt),
                 np.int32(patience))
-    return run_compacted(init, chunk, x0, aux, (shared, settings), max_iter=max_iter)
+    return run_compacted(init, chunk, x0, aux, (shared, settings), max_iter=max_iter, max_batch=max_batch)
