@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from scaling.config import ConfigError
 
@@ -38,21 +39,27 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-QUICKSTART_RUN = ["model.width=128", "model.depth=4", "model.n_heads=4", "model.context=128",
-                  "run.batch_size=16", "run.steps=600", "run.log_every=20", "run.checkpoint_every=100",
-                  "optim.lr=3e-3", "run.schedule=wsd", "run.warmup_steps=30"]
-
-
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    """The main job: a small transformer on the embedded Shakespeare plays."""
-    args.config, args.set, args.quiet = None, QUICKSTART_RUN + (args.set or []), False
-    return _cmd_train(args)
+    """The main job: the quickstart sweep (lr x width, SP vs muP, embedded Shakespeare), then its analysis."""
+    import sweeps
+
+    experiment = str(Path(sweeps.__file__).parent / "experiments" / "quickstart.py")
+    sweep = ["sweep", "run", "quickstart", "--store", args.store, "--workers", str(args.workers)]
+    code = main(sweep)
+    if code != 0:
+        return code
+    print(f"\nstore: {args.store}  (rerun to resume; `scaling sweep status --store {args.store}`)")
+    code = main(["analyze", experiment, "--store", args.store, "--out", args.out])
+    if code == 0:
+        print(f"figures and fits: {args.out}/")
+    return code
 
 
 def _add_quickstart(sub) -> None:
-    p = sub.add_parser("quickstart", help="the main job on the embedded Shakespeare data")
-    p.add_argument("--out", default="runs/quickstart", help="output directory")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field")
+    p = sub.add_parser("quickstart", help="the main job: a small lr x width sweep (SP vs muP) and its figure")
+    p.add_argument("--store", default="stores/quickstart", help="run store")
+    p.add_argument("--out", default="results/quickstart", help="where fits.json and figures go")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (one per core on CPU)")
     p.set_defaults(func=_cmd_quickstart)
 
 
