@@ -146,3 +146,31 @@ def test_chinchilla_recipe_on_a_store(tmp_path, capsys):
 
 def test_registry_lists_the_recipes():
     assert {"lr_transfer", "norm_transfer", "chinchilla", "isoflop", "critical_batch"} <= set(RECIPES)
+
+
+def test_isoflop_and_critical_batch_recipes(tmp_path, capsys):
+    from analysis.synthetic import base_config, chinchilla_points, write_run
+    params = {"E": 1.7, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.34}
+    iso = tmp_path / "iso"
+    for i, r in chinchilla_points(params, per_budget=9, noise=0.001).iterrows():
+        write_run(iso / f"r{i}", base_config(), [{"step": 1, "tokens": int(r.D), "val_loss": r.loss}],
+                  {"status": "done", "final_val_loss": r.loss, "n_params": r.N, "tokens": r.D}, {"state": "done"})
+    assert cli.main(["isoflop", "--store", str(iso), "--out", str(tmp_path / "o1"), "--set", "n_boot=100"]) == 0
+    fit = json.loads((tmp_path / "o1" / "fits.json").read_text())["fit"]
+    assert abs(fit["params"]["N_exponent"] - 0.5) < 0.03 and any("biased" in w for w in fit["warnings"])
+    assert (tmp_path / "o1" / "isoflop.png").exists()
+
+    cbs = tmp_path / "cbs"
+    for B in (8, 16, 32, 64, 128, 256, 512, 1024):
+        s_target = 1000 * (1 + 256 / B)  # steps to reach loss 3.0: McCandlish's form with B_noise = 256
+        rows = [{"step": int(s), "tokens": int(s) * B, "val_loss": 5.0 - 2.0 * s / s_target}
+                for s in np.unique(np.geomspace(10, 3 * s_target, 40).astype(int))]
+        write_run(cbs / f"b{B}", base_config(batch_size=B), rows,
+                  {"status": "done", "final_val_loss": rows[-1]["val_loss"]}, {"state": "done"})
+    assert cli.main(["critical_batch", "--store", str(cbs), "--out", str(tmp_path / "o2"), "--set", "target=3.0",
+                     "--set", "n_boot=100"]) == 0
+    fits = json.loads((tmp_path / "o2" / "fits.json").read_text())["fits"]["all"]
+    assert abs(fits["params"]["B_noise"] / 256 - 1) < 0.05 and abs(fits["params"]["S_min"] / 1000 - 1) < 0.05
+    assert "CBS (Zhang)" in capsys.readouterr().out
+    assert cli.main(["critical_batch", "--store", str(cbs), "--out", str(tmp_path / "o3")]) == 2
+    assert "target" in capsys.readouterr().err
