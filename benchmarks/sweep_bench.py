@@ -1,7 +1,7 @@
 """Sweep runner benchmarks (not timed tests): scheduling overhead, batched vs sequential runs, memory,
 one vs two single-threaded workers, and what limits XLA's CPU threads.
 
-    .venv/bin/python benchmarks/sweep_bench.py all          # about 8 minutes on 2 cores
+    .venv/bin/python benchmarks/sweep_bench.py all          # about 10 minutes on 2 cores
     .venv/bin/python benchmarks/sweep_bench.py overhead | batched | memory | workers | threads
 
 Every part runs in fresh processes pinned to one core unless it measures threading itself, and prints one
@@ -51,7 +51,7 @@ def emit(**row) -> None:
     print(json.dumps(row), flush=True)
 
 
-def sub(part: str, *args: str, cpus: str | None = "0", env: dict | None = None) -> list[dict]:
+def sub(part: str, *args: str, cpus: str | None = "0", env: dict | None = None, echo: bool = True) -> list[dict]:
     """Run `python sweep_bench.py _part args` in a fresh process (pinned to `cpus` before JAX starts)."""
     cmd = [sys.executable, __file__, "_" + part, *args]
     full_env = {**os.environ, **(env or {}), **({"BENCH_CPUS": cpus} if cpus else {}),
@@ -60,7 +60,7 @@ def sub(part: str, *args: str, cpus: str | None = "0", env: dict | None = None) 
     if out.returncode != 0:
         raise RuntimeError(f"{part} {args} failed:\n{out.stderr[-3000:]}")
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    for row in rows:
+    for row in rows if echo else []:
         print(json.dumps(row), flush=True)
     return rows
 
@@ -209,7 +209,8 @@ def _memory(n_runs: str) -> None:
                 emit(part="memory", runs=i, rss_mb=round(samples[-1], 1), elapsed_s=round(time.perf_counter() - t, 1))
         block = n // len(widths)  # runs that share one program
         within = [samples[b + block - 1] - samples[b + 1] for b in range(0, n, block)]
-        emit(part="memory_summary", runs=len(ids), programs=len(widths), max_growth_within_program_mb=round(max(within), 1),
+        emit(part="memory_summary", runs=len(ids), programs=len(widths),
+             max_growth_within_program_mb=round(max(within), 1),
              growth_per_new_program_mb=round((samples[-1] - samples[block - 1]) / (len(widths) - 1), 1),
              peak_rss_mb=round(peak_mb(), 1))
 
@@ -245,7 +246,8 @@ def workers(n_runs: int = 8, steps: int = 150) -> list[dict]:
                 if phase == "timed":
                     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
                     rows.append({"part": "workers", "setup": label, "runs": n_runs, "wall_s": round(wall, 1),
-                                 "tok_s": round(tokens / wall), "cpu_s": round(cpu, 1), "tok_per_cpu_s": round(tokens / cpu)})
+                                 "tok_s": round(tokens / wall), "cpu_s": round(cpu, 1),
+                                 "tok_per_cpu_s": round(tokens / cpu)})
                     print(json.dumps(rows[-1]), flush=True)
     rows.append({"part": "workers_ratio", "wall_two_over_one": round(rows[1]["tok_s"] / rows[0]["tok_s"], 3),
                  "cpu_efficiency_two_over_one": round(rows[1]["tok_per_cpu_s"] / rows[0]["tok_per_cpu_s"], 3)})
@@ -307,12 +309,11 @@ def main(argv: list[str]) -> None:
         for model, steps in (("small", 30), ("medium", 12)):
             seq = sub("sequential", model, "4", str(steps))[0]
             for k in (1, 4, 8, 16):
-                row = sub("batched", model, str(k), str(steps))[0]
+                row = sub("batched", model, str(k), str(steps), echo=False)[0]
                 rows.append({**row, "sequential_tok_s": seq["tok_s"], "batched_over_sequential":
                              round(row["tok_s"] / seq["tok_s"], 3)})
                 print(json.dumps(rows[-1]), flush=True)
-        for k in (0, 1, 4, 8, 16):
-            rows += sub("batched_memory", "medium", str(k))
+        rows += sub("batched_memory", "medium", "0")  # the baseline; each batched row has its own peak
     if part in ("memory", "all"):
         rows += sub("memory", "100")
     if part in ("workers", "all"):

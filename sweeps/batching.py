@@ -103,6 +103,10 @@ class BatchingWorker(Worker):
             for lease in leases.values():
                 lease.release()
 
+    @staticmethod
+    def _any_lost(leases: dict[str, Lease]) -> bool:
+        return any(lease.lost for lease in leases.values())
+
     def _train_batch(self, members: list[str], leases: dict[str, Lease]) -> dict[str, str]:
         from scaling.batched import MembersOutOfStep, train_batched  # noqa: PLC0415
 
@@ -112,7 +116,7 @@ class BatchingWorker(Worker):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 summaries = train_batched(cfgs, [self.store.run_dir(r) for r in members],
-                                          should_stop=lambda: self.stop.is_set() or any(l.lost for l in leases.values()))
+                                          should_stop=lambda: self.stop.is_set() or self._any_lost(leases))
             self.report_warnings(members, caught)
         except MembersOutOfStep as e:  # a checkpoint turned out unreadable: one at a time, nothing written
             self.log(f"batch of {len(members)}: {e}")

@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from scaling.config import ConfigError
 
-__all__ = ["Sweep", "Derived", "axis", "product", "zip", "chain", "subsample", "derived", "log2_grid", "steps_for_tokens"]
+__all__ = ["Sweep", "Derived", "axis", "product", "zip", "chain", "subsample", "derived", "log2_grid",
+           "steps_for_tokens"]
 
 
 @dataclasses.dataclass(frozen=True)

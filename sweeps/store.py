@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from scaling.config import Config, ConfigError, from_dict
-from scaling.logs import read_jsonl, write_json_atomic
+from scaling.logs import write_json_atomic
 from sweeps.experiment import Experiment, RunSpec
-from sweeps.run_id import digest_of
 
 STATES = ("pending", "running", "done", "diverged", "failed")
 FINISHED = ("done", "diverged")  # final, and data
@@ -292,4 +291,4 @@ def consolidate(store: str | Path) -> tuple[Any, Any]:
     return write_tables(store)
 
 
-__all__ = ["Store", "Health", "STATES", "FINISHED", "consolidate", "checkpoint_steps", "read_jsonl"]
+__all__ = ["Store", "Health", "STATES", "FINISHED", "consolidate", "checkpoint_steps"]
