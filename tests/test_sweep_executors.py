@@ -91,6 +91,7 @@ def test_slurm_array_via_submitit_requeues_a_preempted_task(tmp_path):
     assert "Requeued job" in logs
 
 
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # ray.init forks and execs its daemons
 def test_ray_workers_on_a_local_ray_instance(tmp_path):
     ray = _require("ray", "ray")
     from sweeps.executors.ray import run_ray
