@@ -14,7 +14,7 @@ import warnings
 from collections import Counter
 
 from sweeps.lease import Lease
-from sweeps.worker import EXIT_DONE, EXIT_FAILED, EXIT_REQUEUE, Worker
+from sweeps.worker import EXIT_REQUEUE, Worker
 
 
 class BatchingWorker(Worker):
@@ -36,7 +36,7 @@ class BatchingWorker(Worker):
             done_this_pass: set[str] = set()
             for run_id in self.run_ids:
                 if self.stop.is_set():
-                    return EXIT_REQUEUE
+                    return self.exit_code()
                 if run_id in done_this_pass:
                     continue
                 group = self._candidates(run_id, done_this_pass)
@@ -46,11 +46,8 @@ class BatchingWorker(Worker):
                 progressed |= any(o not in ("skip", "busy") for o in outcomes.values())
                 if "preempted" in outcomes.values():
                     return EXIT_REQUEUE
-            if self.stop.is_set():
-                return EXIT_REQUEUE
-            if not progressed and not busy:
-                failed = [r for r in self.run_ids if self.store.status(r)["state"] == "failed"]
-                return EXIT_FAILED if failed else EXIT_DONE
+            if self.stop.is_set() or (not progressed and not busy):
+                return self.exit_code()
             if not progressed:
                 self.stop.wait(self.options.poll_s)
 

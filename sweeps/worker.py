@@ -73,19 +73,23 @@ class Worker:
             progressed, busy = False, False
             for run_id in self.run_ids:
                 if self.stop.is_set():
-                    return EXIT_REQUEUE
+                    return self.exit_code()
                 outcome = self.try_run(run_id)
                 busy |= outcome == "busy"
                 progressed |= outcome not in ("skip", "busy")
                 if outcome == "preempted":
                     return EXIT_REQUEUE
-            if self.stop.is_set():
-                return EXIT_REQUEUE
-            if not progressed and not busy:
-                failed = [r for r in self.run_ids if self.store.status(r)["state"] == "failed"]
-                return EXIT_FAILED if failed else EXIT_DONE
+            if self.stop.is_set() or (not progressed and not busy):
+                return self.exit_code()
             if not progressed:
                 self.stop.wait(self.options.poll_s)
+
+    def exit_code(self) -> int:
+        """EXIT_REQUEUE while some run is not final; else EXIT_FAILED if some run failed for good."""
+        if not all(self.is_final(r) for r in self.run_ids):
+            return EXIT_REQUEUE
+        failed = any(self.store.status(r)["state"] == "failed" for r in self.run_ids)
+        return EXIT_FAILED if failed else EXIT_DONE
 
     def is_final(self, run_id: str) -> bool:
         if run_id in self._final:

@@ -126,6 +126,6 @@ def run_local(store: str | Path, experiment: str, workers: int | None = None,
         for s, handler in old.items():
             signal.signal(s, handler)
         display.close(snapshot(store, run_ids))
-    if stopping["flag"] or EXIT_REQUEUE in codes:
+    if EXIT_REQUEUE in codes:  # some run was left unfinished: rerun the same command to resume
         return EXIT_REQUEUE
     return EXIT_DONE if all(c == EXIT_DONE for c in codes) else EXIT_FAILED
