@@ -21,8 +21,9 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_jsonl(path: str | Path) -> tuple[list[dict], list[int]]:
-    """Parsed rows and the 1-based numbers of lines that are not valid JSON objects with a step."""
+def read_jsonl(path: str | Path, require_step: bool = True) -> tuple[list[dict], list[int]]:
+    """Parsed rows and the 1-based numbers of bad lines: not JSON objects, or (with require_step, as
+    in metrics.jsonl) objects without an integer step. A missing file reads as empty."""
     rows, bad = [], []
     try:
         lines = Path(path).read_text().splitlines()
@@ -36,7 +37,7 @@ def read_jsonl(path: str | Path) -> tuple[list[dict], list[int]]:
         except json.JSONDecodeError:
             bad.append(i)
             continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
+        if isinstance(row, dict) and (not require_step or isinstance(row.get("step"), int)):
             rows.append(row)
         else:
             bad.append(i)

@@ -117,16 +117,21 @@ def _sweeps(args: tuple, how: str) -> tuple[Sweep, ...]:
     return args
 
 
+def _combine(combos: Iterable[tuple[dict, ...]], sweeps: tuple[Sweep, ...], op: str) -> Sweep:
+    """One point per combination of the sweeps' points, merged (a key set twice is an error)."""
+    points = []
+    for combo in combos:
+        p: dict = {}
+        for q in combo:
+            p = _merge(p, q, op)
+        points.append(p)
+    return Sweep(tuple(points), _axes(*sweeps))
+
+
 def product(*sweeps: Sweep) -> Sweep:
     """Every combination; the last sweep varies fastest."""
     sweeps = _sweeps(sweeps, "product")
-    points = []
-    for combo in itertools.product(*(s.points for s in sweeps)):
-        p: dict = {}
-        for q in combo:
-            p = _merge(p, q, "product")
-        points.append(p)
-    return Sweep(tuple(points), _axes(*sweeps))
+    return _combine(itertools.product(*(s.points for s in sweeps)), sweeps, "product")
 
 
 def zip(*sweeps: Sweep) -> Sweep:  # noqa: A001 - the sweep language's name for it
@@ -136,13 +141,7 @@ def zip(*sweeps: Sweep) -> Sweep:  # noqa: A001 - the sweep language's name for 
     if len(set(lengths)) > 1:
         desc = ", ".join(f"{'+'.join(s.axes) or 'derived'} has {n}" for s, n in builtins.zip(sweeps, lengths))
         raise ConfigError(f"zip of unequal lengths: {desc}")
-    points = []
-    for combo in builtins.zip(*(s.points for s in sweeps)):
-        p: dict = {}
-        for q in combo:
-            p = _merge(p, q, "zip")
-        points.append(p)
-    return Sweep(tuple(points), _axes(*sweeps))
+    return _combine(builtins.zip(*(s.points for s in sweeps)), sweeps, "zip")
 
 
 def chain(*sweeps: Sweep) -> Sweep:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from scaling.config import Config, ConfigError, from_dict
-from scaling.logs import write_json_atomic
+from scaling.logs import read_jsonl, write_json_atomic
 from sweeps.experiment import Experiment, RunSpec
 
 STATES = ("pending", "running", "done", "diverged", "failed")
@@ -172,7 +172,7 @@ class Store:
             f.write(line)
 
     def events(self, run_id: str) -> list[dict]:
-        rows, _ = read_jsonl_any(self.run_dir(run_id) / "events.jsonl")
+        rows, _ = read_jsonl(self.run_dir(run_id) / "events.jsonl", require_step=False)
         return rows
 
     def summary(self, run_id: str) -> dict | None:
@@ -268,20 +268,6 @@ class Store:
             counts[self.status(run_id)["state"]] += 1
         return counts
 
-
-def read_jsonl_any(path: Path) -> tuple[list[dict], list[int]]:
-    """Rows of a JSON-lines file that need no step (events); bad line numbers."""
-    rows, bad = [], []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        return [], []
-    for i, line in enumerate(lines, 1):
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            bad.append(i)
-    return rows, bad
 
 
 def consolidate(store: str | Path) -> tuple[Any, Any]:
