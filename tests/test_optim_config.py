@@ -31,6 +31,8 @@ def test_every_optimizer_name_has_a_builder():
     (["optim.norms.vector=spectral"], "optim.norms.vector='spectral' must be one of bias_rms, sign"),
     (["optim.radius.output=0"], "optim.radius.output=0.0 must be positive"),
     (["optim.ns_coeffs=dion"], "optim.ns_coeffs='dion' must be 'muon' or 'polar_express'"),
+    (["optim.ns_method=svd"], "optim.ns_method='svd' must be 'direct' or 'gram'"),
+    (["optim.ns_method=gram", "optim.ns_coeffs=polar_express"], "optim.ns_method='gram' needs optim.ns_coeffs='muon'"),
     (["optim.shape_scale=max"], "optim.shape_scale='max' must be one of keller, moonlight, spectral"),
     (["optim.embedding_fallback=tied"], "optim.embedding_fallback='tied' must be one of adamw, lazy, none"),
     (["optim.dual_steps=0"], "optim.dual_steps=0 must be positive"),

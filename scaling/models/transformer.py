@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from scaling.config import ModelConfig
-from scaling.models.layers import apply_rope, cast, embed_tokens, matrix_spec, rms_norm, rope_tables, vector_spec
+from scaling.models.layers import apply_rope, attention_logits, cast, causal_attention, embed_tokens, matrix_spec, rms_norm, rope_tables, vector_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +60,6 @@ def apply(cfg: ModelConfig, params: dict, tokens_BxT: jax.Array, mult: Multiplie
     H, K, eps = cfg.n_heads, cfg.d_head, cfg.norm_eps
     extra_norm = cfg.norm_everywhere
     cos_TxK2, sin_TxK2 = rope_tables(T, K, cfg.rope_theta)
-    # Additive causal mask, built once: cheaper on CPU than a select inside every layer.
-    mask_TxT = jnp.where(jnp.tril(jnp.ones((T, T), bool)), 0.0, -1e30).astype(jnp.float32)
 
     def dense(x_BxTxI, w_IxO):
         """x @ w as one 2-D matmul (B*T rows): the weight gradient is then a single plain matmul."""
@@ -82,10 +80,7 @@ def apply(cfg: ModelConfig, params: dict, tokens_BxT: jax.Array, mult: Multiplie
         k_BxTxHxK = apply_rope(k_BxTxHxK, cos_TxK2, sin_TxK2)
         # Head-major layout: batch dims lead, so XLA:CPU emits plain batched matmuls (faster backward).
         q_BxHxTxK, k_BxHxTxK, v_BxHxTxK = (a.transpose(0, 2, 1, 3) for a in (q_BxTxHxK, k_BxTxHxK, v_BxTxHxK))
-        logits_BxHxTxT = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxTxK, k_BxHxTxK).astype(jnp.float32)
-        logits_BxHxTxT = logits_BxHxTxT * mult.attn + mask_TxT[None, None]
-        probs_BxHxTxT = jax.nn.softmax(logits_BxHxTxT, axis=-1).astype(v_BxHxTxK.dtype)
-        att_BxHxTxK = jnp.einsum("bhqs,bhsk->bhqk", probs_BxHxTxT, v_BxHxTxK)
+        att_BxHxTxK = causal_attention(q_BxHxTxK, k_BxHxTxK, v_BxHxTxK, mult.attn)
         att_BxTxHK = att_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, H * K)
         x_BxTxD = x_BxTxD + dense(maybe_norm(att_BxTxHK), p["wo"])
 
@@ -96,7 +91,8 @@ def apply(cfg: ModelConfig, params: dict, tokens_BxT: jax.Array, mult: Multiplie
             # tanh GELU: the exact erf form is several times slower on XLA:CPU.
             f_BxTxF = jax.nn.gelu(dense(h_BxTxD, p["w_up"]), approximate=True)
         x_BxTxD = x_BxTxD + dense(maybe_norm(f_BxTxF), p["w_out"])
-        acts = {"block_out": x_BxTxD, "attn_logits": logits_BxHxTxT} if return_activations else None
+        acts = ({"block_out": x_BxTxD, "attn_logits": attention_logits(q_BxHxTxK, k_BxHxTxK, mult.attn)}
+                if return_activations else None)
         return x_BxTxD, acts
 
     x_BxTxD = cast(embed_tokens(params["embed"], tokens_BxT), compute_dtype)

@@ -57,7 +57,7 @@ def muon_momentum(beta: float, nesterov: bool):
 
 
 def scale_by_muon(specs: Any, beta: float, nesterov: bool, ns_steps: int, ns_coeffs: str, shape_scale: str,
-                  ns_dtype=jnp.float32) -> optax.GradientTransformation:
+                  ns_dtype=jnp.float32, ns_method: str = "direct") -> optax.GradientTransformation:
     """The direction s * NS(momentum) of every (unmasked) hidden leaf."""
     init_momentum, momentum_step = muon_momentum(beta, nesterov)
 
@@ -66,7 +66,7 @@ def scale_by_muon(specs: Any, beta: float, nesterov: bool, ns_steps: int, ns_coe
         u, state = momentum_step(grads, state)
         direction = map_with_specs(
             lambda s, u: shape_factor(s.fan_in, s.fan_out, shape_scale)
-            * newton_schulz(u, ns_steps, ns_coeffs, dtype=ns_dtype), specs, u)
+            * newton_schulz(u, ns_steps, ns_coeffs, dtype=ns_dtype, method=ns_method), specs, u)
         return direction, state
 
     return optax.GradientTransformation(init_momentum, update_fn)
@@ -75,7 +75,7 @@ def scale_by_muon(specs: Any, beta: float, nesterov: bool, ns_steps: int, ns_coe
 def build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
     direction = route(specs, {"hidden": "muon", **{r: "adamw" for r in FALLBACK_ROLES}}, {
         "muon": scale_by_muon(specs, cfg.momentum, cfg.nesterov, cfg.ns_steps, cfg.ns_coeffs, cfg.shape_scale,
-                              jnp.dtype(cfg.ns_dtype)),
+                              jnp.dtype(cfg.ns_dtype), cfg.ns_method),
         "adamw": optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
     })
     return optax.chain(

@@ -7,7 +7,7 @@ Per leaf, with the role's norm (optim.norms) and radius rho (optim.radius), eta 
 unit() is lmo.unit_direction (= -lmo / rho). Constrained Scion is lr-coupled decay with lambda = 1 at the
 leaf's full eta (lr_mult included, so the step stays a convex combination); optim.weight_decay must then
 be 0. Unconstrained Scion takes optim.weight_decay with the shared convention (common.py).
-The spectral norm's polar factor is Newton–Schulz with optim.ns_steps / ns_coeffs / ns_dtype.
+The spectral norm's polar factor is Newton–Schulz with optim.ns_steps / ns_coeffs / ns_dtype / ns_method.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def scale_by_scion(specs: Any, norms, radius, alpha: float, polar: Callable) -> 
 def build(cfg, specs, lr_mults, schedule, polar: Callable | None = None) -> optax.GradientTransformation:
     """`polar` overrides Newton–Schulz for the spectral norm (e.g. lmo.polar_svd, the exact oracle)."""
     polar = polar or functools.partial(newton_schulz, steps=cfg.ns_steps, coeffs=cfg.ns_coeffs,
-                                       dtype=jnp.dtype(cfg.ns_dtype))
+                                       dtype=jnp.dtype(cfg.ns_dtype), method=cfg.ns_method)
     return optax.chain(
         scale_by_scion(specs, cfg.norms, cfg.radius, cfg.alpha, polar),
         optax.add_decayed_weights(1.0) if cfg.constrained else optax.identity(),
