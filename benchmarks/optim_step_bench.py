@@ -108,7 +108,8 @@ def main() -> None:
     ap.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--manifold-dual-steps", type=int, default=5)
-    ap.add_argument("--only", nargs="+", help="a subset: adamw lion muon muon_gram optax_muon scion manifold_muon role_norm")
+    ap.add_argument("--only", nargs="+",
+                    help="a subset: adamw lion muon muon_gram optax_muon scion manifold_muon role_norm")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
@@ -120,15 +121,12 @@ def main() -> None:
     print("|---|" + "---:|" * len(results))
     for name in names:
         print(f"| {name} | " + " | ".join(f"{1e3 * r[name]:.1f}" for r in results.values()) + " |")
-    if {"muon", "optax_muon"} <= set(names):
-        print("| muon / optax_muon | " + " | ".join(f"{r['muon'] / r['optax_muon']:.2f}" for r in results.values())
-              + " |")
-    if {"muon_gram", "optax_muon"} <= set(names):
-        print("| muon_gram / optax_muon | "
-              + " | ".join(f"{r['muon_gram'] / r['optax_muon']:.2f}" for r in results.values()) + " |")
-    if {"muon", "adamw"} <= set(names):
-        print("| muon / adamw (NS overhead) | "
-              + " | ".join(f"{r['muon'] / r['adamw']:.1f}x" for r in results.values()) + " |")
+    ratios = (("muon", "optax_muon", "", "{:.2f}"), ("muon_gram", "optax_muon", "", "{:.2f}"),
+              ("muon", "adamw", " (NS overhead)", "{:.1f}x"))
+    for num, den, note, fmt in ratios:
+        if {num, den} <= set(names):
+            print(f"| {num} / {den}{note} | " + " | ".join(fmt.format(r[num] / r[den]) for r in results.values())
+                  + " |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({str(d): r for d, r in results.items()}, f, indent=1)

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from scaling.config import ModelConfig
-from scaling.models.layers import apply_rope, attention_logits, cast, causal_attention, embed_tokens, matrix_spec, rms_norm, rope_tables, vector_spec
+from scaling.models.layers import (apply_rope, attention_logits, cast, causal_attention, embed_tokens, matrix_spec,
+                                   rms_norm, rope_tables, vector_spec)
 
 
 @dataclasses.dataclass(frozen=True)
