@@ -51,11 +51,14 @@ def _tables(store: Store):
 
 
 def _check_no_concurrent_training(store: Store, run_id: str) -> None:
-    """A second worker may start a run only after the first finished, or after taking its lease over."""
-    active = None
+    """A second worker may start a run only after the first finished, or after taking its lease over.
+
+    A takeover names the worker that trained the run, or, when none was training, one that was killed
+    between acquiring the lease and logging its start; never one that had already let the run go."""
+    active, let_go = None, set()
     for e in store.events(run_id):
         if e["event"] == "takeover":
-            assert e["previous"] == active, (run_id, e)
+            assert e["previous"] == active if active is not None else e["previous"] not in let_go, (run_id, e)
             active = None
         elif e["event"] == "start":
             assert active is None, f"{run_id}: {e['worker']} started while {active} held it"
@@ -63,6 +66,7 @@ def _check_no_concurrent_training(store: Store, run_id: str) -> None:
         elif e["event"] in ("finish", "preempted", "failed"):
             assert e["worker"] == active, (run_id, e)
             active = None
+            let_go.add(e["worker"])
 
 
 def _wait_until_training_past_a_checkpoint(store: Store, ids: list[str], timeout: float = 120) -> None:
