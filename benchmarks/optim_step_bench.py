@@ -2,8 +2,8 @@
 
 Reference tree (issue 3): d_model in {128, 256, 512}, 4 layers, stacked (4, d, d) attention kernels,
 (4, d, 4d) / (4, 4d, d) MLP kernels, vocab 256 embedding and unembedding, stacked gains.
-Compared side by side in one process: AdamW, Lion, our Muon (Newton–Schulz direct and in the Gram
-form, `optim.ns_method=gram`), optax.contrib.muon with the equivalent
+Compared side by side in one process: AdamW, Lion, our Muon (default `optim.ns_method=auto`: the Gram
+form for elongated kernels; and `direct` everywhere), optax.contrib.muon with the equivalent
 settings (dimension numbers from roles, as in tests/test_optim_muon.py), Scion and manifold Muon.
 Also the cost of logging every matrix's role norm (scaling.norms.role_norm, as the train loop does).
 
@@ -48,8 +48,8 @@ def optimizers(specs, manifold_dual_steps: int) -> dict[str, optax.GradientTrans
         "adamw": ours(name="adamw", lr=LR, weight_decay=0.1),
         "lion": ours(name="lion", lr=LR, weight_decay=0.1),
         "muon": ours(name="muon", lr=LR, fallback_lr=FALLBACK_LR, weight_decay=0.1, nesterov=True),
-        "muon_gram": ours(name="muon", lr=LR, fallback_lr=FALLBACK_LR, weight_decay=0.1, nesterov=True,
-                          ns_method="gram"),
+        "muon_direct": ours(name="muon", lr=LR, fallback_lr=FALLBACK_LR, weight_decay=0.1, nesterov=True,
+                            ns_method="direct"),
         "optax_muon": optax_muon(LR, beta=0.95, weight_decay=0.1, nesterov=True, adam_b1=0.9, adam_b2=0.95,
                                  adam_weight_decay=0.1, adam_learning_rate=FALLBACK_LR,
                                  muon_weight_dimension_numbers=dims),
@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--manifold-dual-steps", type=int, default=5)
     ap.add_argument("--only", nargs="+",
-                    help="a subset: adamw lion muon muon_gram optax_muon scion manifold_muon role_norm")
+                    help="a subset: adamw lion muon muon_direct optax_muon scion manifold_muon role_norm")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
@@ -121,7 +121,7 @@ def main() -> None:
     print("|---|" + "---:|" * len(results))
     for name in names:
         print(f"| {name} | " + " | ".join(f"{1e3 * r[name]:.1f}" for r in results.values()) + " |")
-    ratios = (("muon", "optax_muon", "", "{:.2f}"), ("muon_gram", "optax_muon", "", "{:.2f}"),
+    ratios = (("muon", "optax_muon", "", "{:.2f}"), ("muon_direct", "optax_muon", "", "{:.2f}"),
               ("muon", "adamw", " (NS overhead)", "{:.1f}x"))
     for num, den, note, fmt in ratios:
         if {num, den} <= set(names):

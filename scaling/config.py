@@ -138,7 +138,7 @@ class OptimConfig:
     ns_steps: int = 5
     ns_coeffs: str = "muon"  # muon | polar_express
     ns_dtype: str = "float32"  # float32 | bfloat16: the Newton-Schulz iteration's dtype (Keller uses bf16)
-    ns_method: str = "direct"  # direct | gram: Gram form, 1.5-1.9x faster on (d, 4d) kernels, less accurate
+    ns_method: str = "auto"  # direct | gram (Gram form with restarts: 1.5x faster on (d, 4d) kernels) | auto
     shape_scale: str = "keller"  # keller | moonlight | spectral
     fallback_lr: float = 0.0  # lr of the AdamW fallback for non-hidden roles (0 -> lr)
     # Scion
@@ -171,10 +171,8 @@ class OptimConfig:
         _check(self.embedding_fallback in ("adamw", "lazy", "none"),
                f"optim.embedding_fallback={self.embedding_fallback!r} must be one of adamw, lazy, none")
         _check(self.ns_dtype in ("float32", "bfloat16"), f"optim.ns_dtype={self.ns_dtype!r} must be float32 or bfloat16")
-        _check(self.ns_method in ("direct", "gram"), f"optim.ns_method={self.ns_method!r} must be 'direct' or 'gram'")
-        _check(self.ns_method == "direct" or self.ns_coeffs == "muon",
-               f"optim.ns_method='gram' needs optim.ns_coeffs='muon' (got {self.ns_coeffs!r}): Polar Express "
-               "loses accuracy in the Gram form")
+        _check(self.ns_method in ("direct", "gram", "auto"),
+               f"optim.ns_method={self.ns_method!r} must be one of direct, gram, auto")
         _check(self.dual_steps > 0, f"optim.dual_steps={self.dual_steps} must be positive")
         norms = ("spectral", "colnorm", "rownorm", "sign", "bias_rms")
         for r in ROLES:

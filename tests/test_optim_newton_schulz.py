@@ -81,28 +81,42 @@ def _direct_float64(x, steps, coeffs):
     return y if wide else np.swapaxes(y, -1, -2)
 
 
-@pytest.mark.parametrize("shape", [(64, 256), (256, 64), (2, 32, 96), (48, 48)])
-def test_gram_form_accuracy(shape, coeffs="muon", steps=5):
-    """Against a float64 run of the direct iteration: on Gaussian inputs the float32 Gram form is as
-    accurate as the float32 direct one; on rank-deficient ones it loses accuracy but stays within 2e-3
-    relative (the bound its docstring states)."""
-    rng = np.random.default_rng(3)
+def _hard_inputs(shape, rng):
+    """Gaussian, low rank plus noise, exactly rank one, and a fast-decaying spectrum (0.9^i)."""
     gauss = rng.standard_normal(shape)
     low_rank = rng.standard_normal(shape[:-1] + (4,)) @ rng.standard_normal(shape[:-2] + (4, shape[-1]))
-    for x64, kind in ((gauss, "gauss"), (low_rank + 1e-3 * gauss, "low_rank")):
+    rank_one = rng.standard_normal(shape[:-1] + (1,)) * rng.standard_normal(shape[:-2] + (1, shape[-1]))
+    m = shape[-2]
+    decay = (rng.standard_normal(shape[:-1] + (m,)) * 0.9 ** np.arange(m)) @ rng.standard_normal(shape)
+    return {"gauss": gauss, "low_rank": low_rank + 1e-3 * gauss, "rank_one": rank_one, "decay": decay}
+
+
+@pytest.mark.parametrize("coeffs", ["muon", "polar_express"])
+@pytest.mark.parametrize("shape", [(64, 256), (256, 64), (2, 32, 96), (48, 48)])
+def test_gram_form_is_as_accurate_as_direct(shape, coeffs, steps=5):
+    """Against a float64 run of the direct iteration, the float32 Gram form (with its restart) stays
+    within 4x of the float32 direct iteration's error (or 2e-5 relative) on every input, and its worst
+    case is no worse than direct's. Without restarts it reached 1e-3 on the rank-deficient and
+    fast-decaying inputs."""
+    rel = {}
+    for kind, x64 in _hard_inputs(shape, np.random.default_rng(3)).items():
         x = jnp.asarray(x64, jnp.float32)
         want = _direct_float64(x, steps, coeffs)
-        rel = {m: np.linalg.norm(np.asarray(ns(x, steps=steps, coeffs=coeffs, method=m), np.float64) - want)
-               / np.linalg.norm(want) for m in ("direct", "gram")}
-        assert rel["direct"] < 1e-4, rel
-        bound = max(3 * rel["direct"], 2e-5) if kind == "gauss" else 2e-3
-        assert rel["gram"] < bound, (kind, rel)
+        rel[kind] = {m: np.linalg.norm(np.asarray(ns(x, steps=steps, coeffs=coeffs, method=m), np.float64) - want)
+                     / np.linalg.norm(want) for m in ("direct", "gram")}
+        assert rel[kind]["direct"] < 2e-4, (kind, rel[kind])
+        assert rel[kind]["gram"] < max(4 * rel[kind]["direct"], 2e-5), (kind, rel[kind])
+    assert max(r["gram"] for r in rel.values()) <= 1.1 * max(r["direct"] for r in rel.values()), rel
 
 
-def test_gram_form_is_a_choice():
-    x = jnp.asarray(np.random.default_rng(4).standard_normal((32, 128)), jnp.float32)
-    assert bool(jnp.all(ns(x) == ns(x, method="direct"))) and not bool(jnp.all(ns(x) == ns(x, method="gram")))
+def test_method_choice():
+    """direct is the default of the function; auto takes the Gram form for elongated matrices only."""
+    wide = jnp.asarray(np.random.default_rng(4).standard_normal((32, 128)), jnp.float32)
+    near_square = wide[:, :48]
+    same = lambda a, b: bool(jnp.all(a == b))  # noqa: E731
+    assert same(ns(wide), ns(wide, method="direct")) and not same(ns(wide), ns(wide, method="gram"))
+    assert same(ns(wide, method="auto"), ns(wide, method="gram"))
+    assert same(ns(wide.T, method="auto"), ns(wide.T, method="gram"))
+    assert same(ns(near_square, method="auto"), ns(near_square, method="direct"))
     with pytest.raises(ValueError, match="method"):
-        newton_schulz(x, method="fast")
-    with pytest.raises(ValueError, match="gram"):  # Polar Express's large coefficients break it
-        newton_schulz(x, coeffs="polar_express", method="gram")
+        newton_schulz(wide, method="fast")

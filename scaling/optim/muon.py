@@ -57,7 +57,7 @@ def muon_momentum(beta: float, nesterov: bool):
 
 
 def scale_by_muon(specs: Any, beta: float, nesterov: bool, ns_steps: int, ns_coeffs: str, shape_scale: str,
-                  ns_dtype=jnp.float32, ns_method: str = "direct") -> optax.GradientTransformation:
+                  ns_dtype=jnp.float32, ns_method: str = "auto") -> optax.GradientTransformation:
     """The direction s * NS(momentum) of every (unmasked) hidden leaf."""
     init_momentum, momentum_step = muon_momentum(beta, nesterov)
 
