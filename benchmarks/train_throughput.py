@@ -4,12 +4,14 @@ model FLOP utilisation against the fp32 matmul peak measured in the same run.
 Reference configuration (issue 2): d = 128, 4 layers, 4 heads, context 128, batch 32, GELU MLP x4,
 RMSNorm with gains, RoPE, untied embeddings, AdamW, fp32, CPU.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 30] [--rounds 3]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 30] [--rounds 5]
 
 Needs the `bench` extra (pip install torch==2.13.0). JAX and PyTorch run alternately, `--rounds` times
-each, so load from other processes hits both; the ratio is the result. PyTorch runs in a child process
-with glibc malloc left at its defaults (`import scaling` tunes malloc for XLA, scaling/host_memory.py;
-the tuning made PyTorch ~20 % slower), so each framework runs in its own best setting.
+each; every round is paired with a matmul-peak measurement taken just before and after it, and the
+results are the medians of the per-round ratio and MFU (load from other processes and this VM's drift
+hit both frameworks and the peak alike). PyTorch runs in a child process with glibc malloc left at its
+defaults (`import scaling` tunes malloc for XLA, scaling/host_memory.py; the tuning made PyTorch ~20 %
+slower), so each framework runs in its own best setting.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import statistics
 import time
 
 import jax
@@ -153,7 +156,7 @@ def _torch_child(conn, overrides: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--set", action="append", default=[], help="override the reference config")
     args = ap.parse_args()
     overrides = REFERENCE + args.set
@@ -163,7 +166,6 @@ def main() -> None:
     flops_per_token = models.flops_per_token(cfg.model, specs)
     tokens_per_step = cfg.run.batch_size * cfg.model.context
 
-    peaks = [matmul_peak_gflops()]  # before and after the runs; the larger one is the reference
     run_jax = jax_runner(cfg, tokens)
     os.environ["SCALING_MALLOC_TUNING"] = "0"  # inherited by the spawned child before it imports scaling
     ctx = mp.get_context("spawn")
@@ -176,27 +178,36 @@ def main() -> None:
         parent.send((steps, offset))
         return parent.recv()
 
-    times = {"jax": [], "torch": []}
+    # This VM's speed drifts by 10-30 % over minutes, so every round is a paired measurement: the
+    # matmul peak just before and just after it (the larger is that round's reference), JAX, PyTorch.
+    run_jax(args.steps, 0)  # an untimed warm-up round each: the first timed JAX round was 13-15 % slow
+    run_torch(args.steps, 0)
+    rounds = []
     for r in range(args.rounds):
-        times["jax"].append(run_jax(args.steps, 100 + r * args.steps))
-        times["torch"].append(run_torch(args.steps, 100 + r * args.steps))
+        peak_before = matmul_peak_gflops()
+        t_jax = run_jax(args.steps, 100 + r * args.steps)
+        t_torch = run_torch(args.steps, 100 + r * args.steps)
+        peak = max(peak_before, matmul_peak_gflops())
+        tps = {"jax": args.steps * tokens_per_step / t_jax, "torch": args.steps * tokens_per_step / t_torch}
+        rounds.append({"tokens_per_s": {k: round(v) for k, v in tps.items()},
+                       "ratio_jax_over_torch": round(tps["jax"] / tps["torch"], 3),
+                       "matmul_peak_gflops": round(peak, 1),
+                       **{f"mfu_{k}": round(v * flops_per_token / 1e9 / peak, 3) for k, v in tps.items()}})
     parent.send(None)
     proc.join()
-    peaks.append(matmul_peak_gflops())
-    peak = max(peaks)
-    tps = {k: args.steps * tokens_per_step / min(v) for k, v in times.items()}
+
+    def median(key: str) -> float:
+        return round(statistics.median(r[key] for r in rounds), 3)
+
     result = {
         "config": overrides,
         "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} XLA device(s), "
                    f"torch threads {threads}",
         "jax": jax.__version__, "torch": torch_version,
-        "tokens_per_s": {k: round(v) for k, v in tps.items()},
-        "ratio_jax_over_torch": round(tps["jax"] / tps["torch"], 3),
-        "matmul_peak_gflops": round(peak, 1),
-        "matmul_peak_gflops_before_after": [round(p, 1) for p in peaks],
-        "mfu_jax": round(tps["jax"] * flops_per_token / 1e9 / peak, 3),
-        "mfu_torch": round(tps["torch"] * flops_per_token / 1e9 / peak, 3),
         "flops_per_token": flops_per_token,
+        "rounds": rounds,
+        "median_over_rounds": {k: median(k) for k in ("ratio_jax_over_torch", "mfu_jax", "mfu_torch",
+                                                       "matmul_peak_gflops")},
     }
     print(json.dumps(result, indent=1))
 
