@@ -269,7 +269,6 @@ class Store:
         return counts
 
 
-
 def consolidate(store: str | Path) -> tuple[Any, Any]:
     """Rebuild runs.parquet and curves.parquet from the run directories (analysis.load)."""
     from analysis.load import write_tables
