@@ -15,6 +15,7 @@ Norm transfer (analysis.norm_transfer) at_horizons, optimal_norms, norm_per_hori
 Critical batch (analysis.critical_batch) steps_to_target, fit_critical_batch, b_simple
 Speedup (analysis.speedup)       optimizer_speedup, fit_data_scaling
 Figures (analysis.plots)         one function per figure
+Reference data (analysis.datasets) chinchilla_points, chinchilla_reference_fit (Epoch's Chinchilla points)
 Recipes and CLI                  analysis.recipes.RECIPES, analysis.cli (python -m analysis.cli)
 """
 
@@ -31,6 +32,7 @@ _EXPORTS = {
     "fit_steplaw": "hyperlaws", "fit_deepseek": "hyperlaws", "near_optimal": "hyperlaws",
     "fit_critical_batch": "critical_batch", "steps_to_target": "critical_batch",
     "optimizer_speedup": "speedup",
+    "chinchilla_points": "datasets", "chinchilla_reference_fit": "datasets",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,7 +1,7 @@
 """Benchmark: batched Chinchilla Approach 3 fit vs a scipy L-BFGS-B loop over the same 4,500 starts.
 
 Both minimise the same objective (Huber sum on log residuals, delta = 1e-3, scaled by 1/delta) on
-the 240 reference points (../shared/reference/chinchilla/points.csv) from Epoch's 4,500-start grid.
+the 240 reference points (analysis.datasets.chinchilla_points) from Epoch's 4,500-start grid.
 Reports wall times (the batched fit cold, i.e. with JIT compilation, and warm), their ratio, and
 the relative difference of the best objectives.
 
@@ -15,23 +15,19 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from analysis.chinchilla import fit_chinchilla, grid_starts, to_vector
 from analysis.chinchilla_scipy import fit_chinchilla_scipy
-
-POINTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "chinchilla" / "points.csv"
+from analysis.datasets import chinchilla_points
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--starts", type=int, default=4500, help="scipy starts (subset of the grid; time extrapolated)")
     args = ap.parse_args()
-    df = pd.read_csv(POINTS)
-    df = df[df["excluded_top5_loss"] == 0]
+    df = chinchilla_points(fit_only=True)
     logs = [np.log(df[c].to_numpy()) for c in ("N_params", "D_tokens", "loss")]
     grid = grid_starts("epoch")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"model.kind": "mlp", "model.width": 32, "model.depth": 2, "model.context": 32, "model.window": 4,
-        "data.source": "synthetic", "run.batch_size": 8, "run.log_every": 10, "run.eval_batches": 2}
+        "data.source": "synthetic", "run.batch_size": 8, "run.log_every": 10, "run.eval_tokens": 512}
 SMALL = {"model.kind": "mlp", "model.width": 64, "model.depth": 2, "model.context": 32, "model.window": 8,
          "data.source": "shakespeare", "run.batch_size": 16, "run.log_every": 10, "run.norms_every": 100,
          "run.checkpoint_every": 0}

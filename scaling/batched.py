@@ -38,7 +38,8 @@ class MembersOutOfStep(ValueError):
 
 def batch_key(cfg: Config) -> tuple:
     """Runs with equal keys can be trained in one vmapped program: same compiled step, same loop (steps,
-    logging, evaluation, checkpoints) and same data source; seeds may differ."""
+    logging, evaluation, checkpoints) and same data source; the init and data seeds may differ (the
+    validation set, run.eval_tokens and run.eval_seed, is part of the key: members share it)."""
     run = dataclasses.replace(cfg.run, seed=0, data_seed=0)
     return hyper.program_config(cfg), run, cfg.data
 
@@ -53,12 +54,13 @@ def _member(tree: Any, i: int) -> Any:
 
 def _vmapped(trainer: Trainer, per_member_data: bool) -> tuple[Callable, Callable, Callable]:
     """(step, evaluate, param_norms) over a leading run axis, cached on the trainer (one compilation per
-    number of members)."""
+    number of members). Members share one validation set (validation_batches does not depend on the data
+    seed, and batch_key keeps run.eval_* apart), so evaluate broadcasts it."""
     cache = trainer.__dict__.setdefault("_vmapped", {})
     if per_member_data not in cache:
         data_axis = 0 if per_member_data else None
         step = jax.jit(jax.vmap(trainer._step, in_axes=(0, 0, data_axis, None, None, 0)), donate_argnums=(0, 1))
-        evaluate = jax.jit(jax.vmap(trainer._evaluate, in_axes=(0, data_axis)))
+        evaluate = jax.jit(jax.vmap(trainer._evaluate, in_axes=(0, None)))
         norms = jax.jit(jax.vmap(trainer.param_norms))
         cache[per_member_data] = (step, evaluate, norms)
     return cache[per_member_data]
@@ -121,10 +123,7 @@ def _loop(cfgs: list[Config], records: list[RunRecord], params: Any, opt_state: 
     per_member_data = len(set(data_seeds)) > 1
     step_fn, evaluate_fn, norms_fn = _vmapped(trainer, per_member_data)
     hp = {f: jnp.stack([v[f] for v in (trainer.hyper_values(c) for c in cfgs)]) for f in trainer.fields}
-    if per_member_data:
-        val = np.stack([validation_batches(dataset, c) for c in cfgs])
-    else:
-        val = validation_batches(dataset, cfgs[0])
+    val = validation_batches(dataset, cfgs[0])  # the same for every member (batch_key)
     start = records[0].start
     if start == 0:
         val0, norms0 = jax.device_get((evaluate_fn(params, val), norms_fn(params)))

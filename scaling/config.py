@@ -122,6 +122,22 @@ class ParamConfig:
 
 OPTIMIZERS = ("adamw", "sgd", "lion", "tiger", "muon", "scion", "manifold_muon")
 
+# The OptimConfig fields each optimizer reads (besides name); a field it does not read must stay at its
+# default, so no option is silently ignored (tests/test_optim_config.py checks this table against the
+# builders: every listed field changes the update).
+_DECAY = ("lr", "weight_decay", "decay_roles", "wd_coupling")
+_ADAMW_FALLBACK = ("b1", "b2", "eps", "fallback_lr")
+_NEWTON_SCHULZ = ("ns_steps", "ns_coeffs", "ns_dtype", "ns_method")
+OPTIMIZER_FIELDS = {
+    "adamw": (*_DECAY, "b1", "b2", "eps"),
+    "sgd": (*_DECAY, "b1"),
+    "lion": (*_DECAY, *_ADAMW_FALLBACK, "embedding_fallback"),
+    "tiger": (*_DECAY, *_ADAMW_FALLBACK, "embedding_fallback"),  # b2, eps: the embedding's AdamW only
+    "muon": (*_DECAY, *_ADAMW_FALLBACK, "momentum", "nesterov", *_NEWTON_SCHULZ, "shape_scale"),
+    "scion": (*_DECAY, "constrained", "alpha", "norms", "radius", *_NEWTON_SCHULZ),
+    "manifold_muon": (*_DECAY, *_ADAMW_FALLBACK, "momentum", "nesterov", "dual_steps"),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
@@ -130,8 +146,9 @@ class OptimConfig:
     b1: float = 0.9
     b2: float = 0.95
     eps: float = 1e-8
-    weight_decay: float = 0.0  # lr-coupled (optax semantics): shrink 1 - lr_leaf * wd_leaf per step
+    weight_decay: float = 0.0  # lr-coupled (optax semantics); to which lr: wd_coupling
     decay_roles: tuple[str, ...] = ("embedding", "hidden", "output")  # vectors are not decayed by default
+    wd_coupling: str = "base"  # base: shrink lr*schedule*wd (muP's width invariance); leaf: lr_leaf*wd
     # Muon / Scion / manifold Muon
     momentum: float = 0.95  # Muon's beta
     nesterov: bool = True
@@ -174,6 +191,7 @@ class OptimConfig:
         _check(self.ns_method in ("direct", "gram", "auto"),
                f"optim.ns_method={self.ns_method!r} must be one of direct, gram, auto")
         _check(self.dual_steps > 0, f"optim.dual_steps={self.dual_steps} must be positive")
+        _check(self.wd_coupling in ("base", "leaf"), f"optim.wd_coupling={self.wd_coupling!r} must be 'base' or 'leaf'")
         norms = ("spectral", "colnorm", "rownorm", "sign", "bias_rms")
         for r in ROLES:
             _check(self.norms.get(r) in norms, f"optim.norms.{r}={self.norms.get(r)!r} is not one of {', '.join(norms)}")
@@ -188,13 +206,28 @@ class OptimConfig:
                f"optim.weight_decay={self.weight_decay} must be 0 with optim.constrained=true "
                "(constrained Scion already decays: W <- (1 - lr) W - lr * radius * lmo)")
 
+    def unread_fields(self, param_kind: str = "sp") -> tuple[str, ...]:
+        """The fields this optimizer (and a param.kind='scion' boundary init) never reads."""
+        read = set(OPTIMIZER_FIELDS[self.name]) | {"name"}
+        if self.name in ("lion", "tiger") and self.embedding_fallback != "adamw":
+            read -= {"eps", "fallback_lr"} | ({"b2"} if self.name == "tiger" else set())
+        if param_kind == "scion":
+            read |= {"norms", "radius"}
+        return tuple(f.name for f in dataclasses.fields(self) if f.name not in read)
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+    """Validated without touching the filesystem: whether data.path exists, parses and fits the model is
+    checked by scaling.data.load_dataset when a run starts (same ConfigError, naming the field)."""
+
     source: str = "shakespeare"  # shakespeare | file | synthetic
-    path: str = ""  # file source: a .bin token memmap (uint16/uint32) or a text file (bytes)
-    dtype: str = "uint16"  # .bin element type
-    val_fraction: float = 0.1  # file source: the last fraction of tokens is validation
+    # file source: a file or a glob of shards (concatenated in sorted order): .bin token files (llm.c
+    # header, or headerless data.dtype), any other file read as bytes
+    path: str = ""
+    dtype: str = "uint16"  # headerless .bin element type (a llm.c header names its own)
+    val_fraction: float = 0.1  # file source without val_path: the last fraction of tokens is validation
+    val_path: str = ""  # file source: validation file or glob (then val_fraction is not used)
 
     def __post_init__(self):
         _check(self.source in ("shakespeare", "file", "synthetic"),
@@ -203,13 +236,8 @@ class DataConfig:
         _check(0 < self.val_fraction < 1, f"data.val_fraction={self.val_fraction} must be in (0, 1)")
         if self.source == "file":
             _check(bool(self.path), "data.path must be set when data.source='file'")
-            p = Path(self.path)
-            _check(p.is_file(), f"data.path={self.path!r}: no such file")
-            try:
-                with open(p, "rb") as f:
-                    f.read(1)
-            except OSError as e:
-                raise ConfigError(f"data.path={self.path!r} is unreadable: {e}") from e
+        _check(not self.val_path or self.source == "file",
+               f"data.val_path={self.val_path!r} applies only to data.source='file'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,15 +254,20 @@ class RunConfig:
     log_every: int = 10
     norms_every: int = 0  # operator-norm logging interval (0 -> log_every)
     eval_per_octave: int = 2  # validation at round(2^(j/k)) steps (and the last step)
-    eval_batches: int = 4
+    # Validation is one fixed set per (data, model.context): ceil(eval_tokens / context) windows drawn
+    # with eval_seed, whatever run.batch_size and run.data_seed are, so runs are compared on the same
+    # sequences. The default is today's default run (4 batches x 32 x 128); raise it for long runs.
+    eval_tokens: int = 16_384
+    eval_seed: int = 0
+    eval_batch_size: int = 0  # sequences per evaluation forward pass (0: as many as fit 16,384 tokens)
     checkpoint_every: int = 100  # steps (0 = only at the end)
     diverge_factor: float = 2.0  # loss > factor * initial loss -> diverged
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "eval_per_octave", "eval_batches"):
+        for name in ("steps", "batch_size", "log_every", "eval_per_octave", "eval_tokens"):
             v = getattr(self, name)
             _check(v > 0, f"run.{name}={v} must be positive")
-        for name in ("warmup_steps", "checkpoint_every", "norms_every"):
+        for name in ("warmup_steps", "checkpoint_every", "norms_every", "eval_seed", "eval_batch_size"):
             v = getattr(self, name)
             _check(v >= 0, f"run.{name}={v} must be >= 0")
         _check(self.schedule in ("constant", "warmup", "wsd", "cosine"),
@@ -254,12 +287,35 @@ class Config:
     run: RunConfig = RunConfig()
 
     def __post_init__(self):
-        m = self.model
+        m, o = self.model, self.optim
+        defaults = OptimConfig()
+        for name in o.unread_fields(self.param.kind):
+            for key, value, default in _leaves(f"optim.{name}", getattr(o, name), getattr(defaults, name)):
+                _check(value == default, f"{key}={value!r} has no effect with optim.name={o.name!r} "
+                       f"(it reads {', '.join(OPTIMIZER_FIELDS[o.name])}); leave it at its default")
+        if m.tie_embeddings and (o.name == "scion" or self.param.kind == "scion"):
+            _check(o.norms.embedding == "sign",
+                   f"optim.norms.embedding={o.norms.embedding!r} with model.tie_embeddings=true: a tied embedding "
+                   "is also the readout and takes 'sign' (scaled by 1/width, so the readout's unit step has "
+                   "RMS->inf norm 1 at every width); set optim.norms.embedding=sign")
+        if m.residual_out_init:
+            _check(m.kind == "transformer", "model.residual_out_init applies to model.kind='transformer' "
+                   "(the MLP language model has no residual stream)")
+            _check(o.name != "manifold_muon", "model.residual_out_init has no effect with optim.name="
+                   "'manifold_muon' (hidden matrices start on the Stiefel manifold, all singular values 1)")
         if self.param.base_width:
             _check(self.param.kind in ("mup", "spectral") or self.param.base_width == m.width,
                    f"param.base_width={self.param.base_width} only applies to param.kind='mup' or 'spectral'")
         if m.kind == "mlp":
             _check(m.window <= m.context, f"model.window={m.window} must be <= model.context={m.context}")
+
+
+def _leaves(key: str, value: Any, default: Any) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value, default) of a field, nested sections (e.g. optim.norms) split per subfield."""
+    if dataclasses.is_dataclass(value):
+        return [leaf for f in dataclasses.fields(value)
+                for leaf in _leaves(f"{key}.{f.name}", getattr(value, f.name), getattr(default, f.name))]
+    return [(key, value, default)]
 
 
 # ---------------------------------------------------------------- dict <-> dataclass

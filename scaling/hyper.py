@@ -29,8 +29,8 @@ HYPER_FIELDS = (
 PLACEHOLDER = 0.5  # a valid nonzero value for every HYPER_FIELD; never used in arithmetic
 
 # Read only on the host or at initialisation (the step never sees them).
-_HOST_ONLY_RUN = dict(seed=0, data_seed=0, log_every=1, norms_every=0, eval_per_octave=1, eval_batches=1,
-                      checkpoint_every=0, diverge_factor=2.0)
+_HOST_ONLY_RUN = dict(seed=0, data_seed=0, log_every=1, norms_every=0, eval_per_octave=1, eval_tokens=1,
+                      eval_seed=0, eval_batch_size=0, checkpoint_every=0, diverge_factor=2.0)
 _INIT_ONLY_PARAM = dict(init_std=0.0, embed_std=1.0, output_zero_init=False)
 
 
@@ -48,7 +48,10 @@ def replace_field(cfg: Any, dotted: str, value: Any) -> Any:
 
 
 def traced_fields(cfg: Config) -> tuple[str, ...]:
-    return tuple(f for f in HYPER_FIELDS if float(get_field(cfg, f)) != 0.0)
+    """The nonzero HYPER_FIELDS the run's optimizer reads (an unread one stays at its default)."""
+    unread = {f"optim.{name}" for name in cfg.optim.unread_fields(cfg.param.kind)}
+    return tuple(f for f in HYPER_FIELDS
+                 if float(get_field(cfg, f)) != 0.0 and f.rsplit(".", 1)[0] not in unread and f not in unread)
 
 
 def values(cfg: Config, fields: tuple[str, ...] | None = None) -> dict[str, jnp.ndarray]:

@@ -73,11 +73,12 @@ def _normalise(x, axis, target_norm):
     return x * (target_norm / jnp.linalg.norm(x, axis=axis, keepdims=True))
 
 
-def init_leaf(spec: ParamSpec, key: jax.Array, param: ParamConfig, depth: int) -> jax.Array:
+def init_leaf(spec: ParamSpec, key: jax.Array, param: ParamConfig, residual_scale: float = 1.0) -> jax.Array:
+    """One leaf's initial value; `residual_scale` multiplies matrices that write into the residual stream."""
     shape = spec.shape
     if spec.role == "vector":
         return jnp.full(shape, spec.const_init if spec.const_init is not None else 0.0, jnp.float32)
-    residual = 1.0 / math.sqrt(2 * depth) if spec.residual_out else 1.0
+    residual = residual_scale if spec.residual_out else 1.0
     m = spec.width_mult_in
     if param.kind == "spectral":
         if spec.role == "hidden":
@@ -100,16 +101,29 @@ def init_leaf(spec: ParamSpec, key: jax.Array, param: ParamConfig, depth: int) -
     return _normal(key, shape, std)
 
 
-def init_params(specs: Any, key: jax.Array, param: ParamConfig, depth: int, optim: OptimConfig | None = None) -> Any:
+def residual_scale(model: ModelConfig) -> float:
+    """1/sqrt(2L) on residual-output projections with `model.residual_out_init` (GPT-2, Radford et al.
+    2019; Filatov et al. arXiv 2510.03871 §3), else 1."""
+    return 1.0 / math.sqrt(2 * model.depth) if model.residual_out_init else 1.0
+
+
+def init_params(specs: Any, key: jax.Array, param: ParamConfig, model: ModelConfig,
+                optim: OptimConfig | None = None) -> Any:
     leaves, treedef = jax.tree_util.tree_flatten(specs)
     keys = jax.random.split(key, len(leaves))
+    scale = residual_scale(model)
     if param.kind == "scion":
         from scaling.optim.lmo import boundary_init  # noqa: PLC0415 - optimizer-specific init
 
         optim = optim or OptimConfig(name="scion")
-        arrays = [boundary_init(s, k, optim.norms.get(s.role), optim.radius.get(s.role)) for s, k in zip(leaves, keys)]
+        arrays = [boundary_init(s, k, optim.norms.get(s.role), optim.radius.get(s.role))
+                  * (scale if s.residual_out else 1.0) for s, k in zip(leaves, keys)]
     else:
-        arrays = [init_leaf(s, k, param, depth) for s, k in zip(leaves, keys)]
+        arrays = [init_leaf(s, k, param, scale) for s, k in zip(leaves, keys)]
+    if optim is not None and optim.name == "manifold_muon":
+        from scaling.optim.manifold_muon import project_to_manifold  # noqa: PLC0415 - optimizer-specific init
+
+        arrays = [project_to_manifold(a) if s.role == "hidden" else a for s, a in zip(leaves, arrays)]
     return jax.tree_util.tree_unflatten(treedef, arrays)
 
 

@@ -25,7 +25,9 @@ class ParamSpec:
         a stack of independent matrices (`n_stacked`). For vectors fan_in = 1, fan_out = size.
     axes: logical axis names, one per dimension (for sharding).
     residual_out: the matrix writes into the residual stream (attention wo, MLP down-projection);
-        depth-aware inits scale these by 1/sqrt(2L).
+        with `model.residual_out_init` the init scales these by 1/sqrt(2L).
+    tied_output: an embedding that is also the readout (tied embeddings: logits = h @ Wᵀ), so its
+        transpose is measured and stepped as an output matrix whose fan_in is the width (fan_out).
     fan_in_base, fan_out_base: the same dimensions in the base (tuned) model, for muP ratios.
     const_init: vectors only: the constant they start at (1 for norm gains, 0 for biases).
     """
@@ -36,6 +38,7 @@ class ParamSpec:
     fan_out: int
     axes: tuple[str, ...]
     residual_out: bool = False
+    tied_output: bool = False
     fan_in_base: int | None = None
     fan_out_base: int | None = None
     const_init: float | None = None
@@ -45,6 +48,8 @@ class ParamSpec:
             raise ValueError(f"ParamSpec.role={self.role!r} is not one of {ROLES}")
         if len(self.axes) != len(self.shape):
             raise ValueError(f"ParamSpec.axes={self.axes} does not match shape {self.shape}")
+        if self.tied_output and self.role != "embedding":
+            raise ValueError(f"ParamSpec.tied_output is for embeddings, not a {self.role} parameter")
         if self.is_matrix and tuple(self.shape[-2:]) != (self.fan_in, self.fan_out):
             raise ValueError(f"matrix spec shape {self.shape} disagrees with (fan_in, fan_out)="
                              f"({self.fan_in}, {self.fan_out})")

@@ -8,7 +8,8 @@ summary status "diverged", the step and the reason.
 
 Row semantics: a row with step s was written after s optimizer updates (tokens = s·B·T).
 `train_loss` is the loss of the batch that update s was computed on (the model after s-1 updates),
-`val_loss` is measured on fixed validation batches with the model after s updates.
+`val_loss` is measured on the fixed validation set (`validation_batches`: the same sequences for every
+batch size and data seed) with the model after s updates.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from scaling.checkpoint import Checkpointer
 from scaling.config import Config, ConfigError, to_dict
 from scaling.logs import MetricsLog, write_json_atomic
 from scaling.norm_log import flatten_for_log, norm_metrics
-from scaling.optim import build_optimizer
+from scaling.optim import build_optimizer, leaf_learning_rates
 from scaling.schedules import make_schedule
 
 FINAL_STATES = ("done", "diverged")
@@ -96,7 +97,7 @@ class Trainer:
         self.compute_dtype = jnp.bfloat16 if self.cfg.run.compute_dtype == "bfloat16" else None
         self._step_jit = jax.jit(self._step, donate_argnums=(0, 1))
         self.evaluate = jax.jit(self._evaluate)
-        self.param_norms = jax.jit(lambda p: norm_metrics(self.specs, p, p, jnp.float32(0.0)))
+        self.param_norms = jax.jit(lambda p: norm_metrics(self.specs, p))
 
     def hyper_values(self, cfg: Config) -> dict:
         return hyper.values(cfg, self.fields)
@@ -120,8 +121,8 @@ class Trainer:
 
     def _step(self, params, opt_state, tokens_BxT1, step, with_norms, hp):
         optim, param = hyper.traced_sections(self.cfg, hp)
-        tx = build_optimizer(optim, self.specs, parametrization.lr_multipliers(self.specs, param, optim),
-                             self.schedule)
+        lr_mults = parametrization.lr_multipliers(self.specs, param, optim)
+        tx = build_optimizer(optim, self.specs, lr_mults, self.schedule)
         loss, grads = jax.value_and_grad(self.loss)(params, tokens_BxT1)
         grad_norm = optax.tree.norm(grads)
         clip = self.cfg.run.grad_clip
@@ -130,13 +131,23 @@ class Trainer:
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         lr = optim.lr * self.schedule(step)
-        shapes = jax.eval_shape(lambda: norm_metrics(self.specs, params, updates, lr))
-        norms = jax.lax.cond(with_norms, lambda: norm_metrics(self.specs, params, updates, lr),
+        leaf_lrs = leaf_learning_rates(optim, self.specs, lr_mults, self.schedule(step))
+        shapes = jax.eval_shape(lambda: norm_metrics(self.specs, params, updates, leaf_lrs))
+        norms = jax.lax.cond(with_norms, lambda: norm_metrics(self.specs, params, updates, leaf_lrs),
                              lambda: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
         return params, opt_state, {"loss": loss, "grad_norm": grad_norm, "lr": lr, **norms}
 
-    def _evaluate(self, params, batches_ExBxT1):
-        return jnp.mean(jax.lax.map(lambda b: self.loss(params, b), batches_ExBxT1))
+    def _evaluate(self, params, val):
+        """Mean loss over a validation set (validation_batches): every chunk's mean weighted by its
+        number of sequences, so the result is the mean over all sequences whatever the chunking."""
+        chunks_CxNxT1, rest_RxT1 = val
+        C, N, R = chunks_CxNxT1.shape[0], chunks_CxNxT1.shape[1], rest_RxT1.shape[0]
+        total = jnp.float32(0.0)
+        if C:
+            total = jnp.sum(jax.lax.map(lambda b: self.loss(params, b), chunks_CxNxT1)) * N
+        if R:  # a ragged last chunk: its own shape, weighted by its size
+            total = total + self.loss(params, rest_RxT1) * R
+        return total / (C * N + R)
 
     def traces(self) -> bool:
         """Whether the step traces with its hyperparameters as arrays (no Python branch on one)."""
@@ -236,8 +247,7 @@ class RunRecord:
         return state["params"], state["opt_state"]
 
     def log_initial(self, val_loss: float, param_norms: dict) -> None:
-        norms0 = {k: v for k, v in flatten_for_log(param_norms).items() if "/update/" not in k}
-        self.last_row = {"step": 0, "tokens": 0, "val_loss": val_loss, **norms0}
+        self.last_row = {"step": 0, "tokens": 0, "val_loss": val_loss, **flatten_for_log(param_norms)}
         self.log.append(self.last_row)
         self.val_losses.append(val_loss)
 
@@ -304,10 +314,27 @@ class RunRecord:
         return summary
 
 
-def validation_batches(dataset: data_lib.Dataset, cfg: Config) -> np.ndarray:
+EVAL_CHUNK_TOKENS = 16_384  # tokens per evaluation forward pass when run.eval_batch_size is 0
+
+
+def validation_sizes(cfg: Config) -> tuple[int, int]:
+    """(sequences in the validation set, sequences per evaluation chunk): ceil(eval_tokens / context)
+    and run.eval_batch_size (0: EVAL_CHUNK_TOKENS // context), neither depending on run.batch_size."""
     run, T = cfg.run, cfg.model.context
-    return np.stack([data_lib.batch(dataset.val, run.data_seed, i, run.batch_size, T + 1, data_lib.VAL)
-                     for i in range(run.eval_batches)])
+    n = max(1, -(-run.eval_tokens // T))
+    chunk = run.eval_batch_size or max(1, EVAL_CHUNK_TOKENS // T)
+    return n, min(n, chunk)
+
+
+def validation_batches(dataset: data_lib.Dataset, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed validation set of (dataset, model.context, run.eval_tokens, run.eval_seed) as
+    ((C, N, T+1) full chunks, (R, T+1) rest), R < N: the same sequences for every run.batch_size and
+    run.data_seed, so every run of a sweep is scored on the same data (Trainer._evaluate)."""
+    run, T = cfg.run, cfg.model.context
+    n, chunk = validation_sizes(cfg)
+    seqs = data_lib.batch(dataset.val, run.eval_seed, 0, n, T + 1, data_lib.VAL)
+    full = n // chunk * chunk
+    return seqs[:full].reshape(n // chunk, chunk, T + 1), seqs[full:]
 
 
 def _run(cfg: Config, trainer: Trainer, dataset: data_lib.Dataset, out: Path, progress: bool,

@@ -13,7 +13,7 @@ from typing import Any
 TINY_BASE: dict[str, Any] = {
     "model.kind": "mlp", "model.width": 32, "model.depth": 2, "model.context": 32, "model.window": 4,
     "data.source": "synthetic", "run.batch_size": 8, "run.steps": 12, "run.log_every": 4,
-    "run.checkpoint_every": 4, "run.eval_batches": 2,
+    "run.checkpoint_every": 4, "run.eval_tokens": 512,
 }
 
 

@@ -11,7 +11,7 @@ from scaling.config import Config, load_config  # noqa: E402
 
 TINY = [
     "model.width=32", "model.depth=2", "model.n_heads=2", "model.context=32", "model.mlp_ratio=2",
-    "run.batch_size=8", "run.steps=12", "run.log_every=4", "run.checkpoint_every=4", "run.eval_batches=2",
+    "run.batch_size=8", "run.steps=12", "run.log_every=4", "run.checkpoint_every=4", "run.eval_tokens=512",
     "data.source=synthetic",
 ]
 

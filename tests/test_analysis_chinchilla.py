@@ -2,6 +2,10 @@
 recovery, the premature-stop regression, and the batched optimiser against scipy and L-BFGS."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -11,26 +15,51 @@ import pandas as pd
 import pytest
 
 from analysis import chinchilla as ch
+from analysis import datasets
 from analysis.chinchilla_scipy import fit_chinchilla_scipy, huber_log_objective
 from analysis.errors import AnalysisError
 from analysis.optimize import minimize_lbfgs
 from analysis.synthetic import chinchilla_points
 
-REF = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "chinchilla"
-
-
-def _reference():
-    points, targets = REF / "points.csv", REF / "targets.json"
-    if not points.exists() or not targets.exists():
-        raise FileNotFoundError(f"Chinchilla reference data not found at {REF.resolve()}: CI needs the shared/ "
-                                "directory beside the repository (../shared/reference/chinchilla)")
-    df = pd.read_csv(points)
-    return df[df["excluded_top5_loss"] == 0].reset_index(drop=True), json.loads(targets.read_text())
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def reference():
-    return _reference()
+    # shipped in the package (analysis/data/chinchilla): a clone alone has everything the tests need
+    return datasets.chinchilla_points(fit_only=True), datasets.chinchilla_reference_fit()
+
+
+def test_reference_data_loads_from_the_package_alone(tmp_path):
+    """A fresh interpreter started in an empty directory finds the data inside this checkout's package."""
+    code = ("import json, analysis.datasets as d; p = d.chinchilla_points(); r = d.chinchilla_reference_fit(); "
+            "print(json.dumps({'file': d.__file__, 'rows': len(p), 'columns': list(p.columns), "
+            "'fit_rows': len(d.chinchilla_points(fit_only=True)), 'excluded': int(p['excluded_top5_loss'].sum()), "
+            "'alpha': r['targets']['epoch_lbfgsb_grid_huber_sum']['alpha']}))")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)  # this checkout first
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": path},
+                         capture_output=True, text=True, check=True, timeout=120)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(got["file"]).resolve().is_relative_to(ROOT)  # this checkout's package, not another install
+    assert (got["rows"], got["fit_rows"], got["excluded"]) == (245, 240, 5)
+    assert got["columns"] == ["row", "N_params", "D_tokens", "C_flops", "loss", "excluded_top5_loss"]
+    assert got["alpha"] == 0.34731
+
+
+def test_no_code_reads_outside_the_repository():
+    """No tracked (or new, unignored) code file names the sibling shared/ directory, in any spelling
+    (a '../' string or Path / os.path.join parts). The patterns are assembled from pieces so that
+    this file does not match itself."""
+    try:
+        files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--",
+                                "*.py", "*.sh", "*.toml", "*.cfg", "*.ini", "*.yaml", "*.yml"],
+                               cwd=ROOT, capture_output=True, check=True, timeout=60).stdout.decode().split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    sep = r"""["')]*\s*[/\\,]+\s*["']*"""  # between path parts: / or \ (strings, pathlib) or , (os.path.join)
+    needle = re.compile(r"\.\." + sep + "sha" + r"red\b|\bsha" + "red" + sep + "refer" + "ence")
+    hits = [f for f in files if f and needle.search((ROOT / f).read_text(errors="replace"))]
+    assert files and not hits, hits
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +71,11 @@ def epoch_fit(reference):
 
 def test_exclusion_leaves_240_points(reference):
     df, targets = reference
-    assert len(df) == targets["chinchilla_approach3"]["n_points_fit"] == 240
+    assert len(df) == targets["n_points_fit"] == 240
 
 
 def test_grid_fit_reproduces_epoch(epoch_fit, reference):
-    t = reference[1]["chinchilla_approach3"]["targets"]["epoch_lbfgsb_grid_huber_sum"]
+    t = reference[1]["targets"]["epoch_lbfgsb_grid_huber_sum"]
     p = epoch_fit.params
     assert epoch_fit.details["n_starts"] == 4500
     assert abs(epoch_fit.objective - t["objective_value"]) < 1e-8
@@ -59,7 +88,7 @@ def test_grid_fit_reproduces_epoch(epoch_fit, reference):
 
 
 def test_compute_optimal_at_chinchilla_budget(epoch_fit, reference):
-    t = reference[1]["chinchilla_approach3"]["compute_optimal_at_C_5.88e23"]["epoch_lbfgsb_grid_huber_sum"]
+    t = reference[1]["compute_optimal_at_C_5.88e23"]["epoch_lbfgsb_grid_huber_sum"]
     row = ch.compute_optimal_table(epoch_fit, 5.88e23).iloc[0]
     assert abs(row["N_opt"] / t["N_opt"] - 1) < 0.02
     assert abs(row["D_opt"] / t["D_opt"] - 1) < 0.02
@@ -71,7 +100,7 @@ def test_compute_optimal_at_chinchilla_budget(epoch_fit, reference):
 
 
 def test_bootstrap_intervals_have_published_size(epoch_fit, reference):
-    t = reference[1]["chinchilla_approach3"]["targets"]
+    t = reference[1]["targets"]
     se, ci = t["epoch_bootstrap_standard_errors"], t["epoch_bootstrap_95pct_percentile_CI"]
     for k, key in (("alpha", "alpha"), ("beta", "beta"), ("N_opt_exponent", "a")):
         assert abs(epoch_fit.se[k] / se[key] - 1) < 0.2, (k, epoch_fit.se[k], se[key])
@@ -85,7 +114,7 @@ def test_bootstrap_intervals_have_published_size(epoch_fit, reference):
 
 def test_single_hoffmann_start_stall_is_not_the_answer(reference):
     df, targets = reference
-    t = targets["chinchilla_approach3"]["targets"]["premature_stop_check"]
+    t = targets["targets"]["premature_stop_check"]
     logs = [np.log(df[c].to_numpy()) for c in ("N_params", "D_tokens", "loss")]
     start = ch.to_vector(ch.HOFFMANN_ROUNDED)[None]
     # the documented pitfall: unscaled objective + scipy's default tolerances stops near the start

@@ -151,3 +151,24 @@ def test_rope_rotates_pairs_and_keeps_norms():
                                x2 * cos[None, :, None] + x1 * sin[None, :, None]], axis=-1)
     np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(np.asarray(x), axis=-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["sp", "mup", "spectral", "scion"])
+def test_residual_out_init_flag_scales_only_residual_projections(kind):
+    """model.residual_out_init multiplies the init of the attention-output and MLP-output kernels by
+    1/sqrt(2L) when on, and leaves them alone when off (the default); other kernels never change."""
+    import dataclasses
+
+    param = ParamConfig(kind=kind, init_std=0.02 if kind in ("sp", "mup") else 0.0)
+    cfg = ModelConfig(width=64, depth=4, n_heads=2, context=16, mlp_ratio=2)
+    assert not cfg.residual_out_init  # the documented default
+    off, specs = models.init(cfg, jax.random.PRNGKey(0), param)
+    on, _ = models.init(dataclasses.replace(cfg, residual_out_init=True), jax.random.PRNGKey(0), param)
+    for name in ("wo", "w_out"):
+        assert specs["blocks"][name].residual_out
+        ratio = np.std(np.asarray(on["blocks"][name])) / np.std(np.asarray(off["blocks"][name]))
+        assert ratio == pytest.approx(1 / math.sqrt(2 * cfg.depth), rel=1e-5)
+    if kind in ("sp", "mup"):  # the flag off: the plain init std
+        assert np.std(np.asarray(off["blocks"]["wo"])) == pytest.approx(0.02, rel=0.05)
+    for name in ("wq", "w_up", "w_gate"):
+        np.testing.assert_array_equal(np.asarray(on["blocks"][name]), np.asarray(off["blocks"][name]))

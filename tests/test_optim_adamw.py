@@ -76,3 +76,22 @@ def test_lr_multipliers_scale_the_step_and_schedules_multiply_them():
     # Adam's first step is lr * sign(g): here 0.1 * 0.5 * mult
     np.testing.assert_allclose(upd["blocks"]["wq"], -0.1 * 0.5 * 0.25 * np.sign(g["blocks"]["wq"]), rtol=1e-4)
     np.testing.assert_allclose(upd["embed"], -0.1 * 0.5 * np.sign(g["embed"]), rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd", "lion", "muon", "scion"])
+@pytest.mark.parametrize("coupling", ["base", "leaf"])
+def test_weight_decay_coupling_base_or_leaf(name, coupling):
+    """With a zero gradient the step is pure decay. wd_coupling=base shrinks by 1 - lr*wd whatever the
+    leaf's multiplier (muP's invariance: hidden lr_mult 0 still decays 0.999 at lr 1e-2, wd 0.1);
+    wd_coupling=leaf shrinks by 1 - lr*mult*wd (a frozen leaf stays put, a halved lr halves the decay)."""
+    lr, wd = 1e-2, 0.1
+    cfg = OptimConfig(name=name, lr=lr, weight_decay=wd, wd_coupling=coupling)
+    mults = tree_map_specs(lambda s: {"hidden": 0.0, "output": 0.5}.get(s.role, 1.0), SPECS)
+    tx = build_optimizer(cfg, SPECS, mults, lambda t: 1.0)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, PARAMS)
+    new = optax.apply_updates(PARAMS, tx.update(zeros, tx.init(PARAMS), PARAMS)[0])
+    for key, mult in (("unembed", 0.5), ("embed", 1.0)):
+        shrink = 1 - lr * wd * (mult if coupling == "leaf" else 1.0)
+        np.testing.assert_allclose(new[key], shrink * PARAMS[key], rtol=1e-6, err_msg=key)
+    hidden_shrink = 1.0 if coupling == "leaf" else 1 - lr * wd
+    np.testing.assert_allclose(new["blocks"]["wq"], hidden_shrink * PARAMS["blocks"]["wq"], rtol=1e-6)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from scaling.config import OPTIMIZERS, ConfigError, load_config
+from scaling.config import OPTIMIZER_FIELDS, OPTIMIZERS, ConfigError, load_config
 from scaling.optim import BUILDERS, build_optimizer
 from scaling.optim.toy import toy_specs
 from scaling.specs import tree_map_specs
@@ -65,9 +65,9 @@ def test_builders_accept_traced_hyperparameters(name):
     specs = toy_specs(d=4, layers=1, vocab=8, d_ff=8)
     params, grads = toy_params(specs, seed=0), toy_grads(toy_params(specs, seed=0), seed=1)
     mults = tree_map_specs(lambda s: 0.5, specs)
-    extra = ["optim.dual_steps=3"] if name == "manifold_muon" else []
-    cfg = load_config(overrides=[f"optim.name={name}", "optim.weight_decay=0.1", "optim.fallback_lr=0.01",
-                                 "optim.radius.hidden=2", *extra]).optim
+    wanted = {"weight_decay": 0.1, "fallback_lr": 0.01, "radius.hidden": 2, "dual_steps": 3}
+    cfg = load_config(overrides=[f"optim.name={name}"] + [f"optim.{k}={v}" for k, v in wanted.items()
+                                                          if k.split(".")[0] in OPTIMIZER_FIELDS[name]]).optim
 
     def update(cfg):
         tx = build_optimizer(cfg, specs, mults, lambda t: 1.0)
@@ -83,3 +83,58 @@ def test_builders_accept_traced_hyperparameters(name):
     got = traced_update({k: np.float32(getattr(cfg, k)) for k in TRACED},
                         {r: np.float32(cfg.radius.get(r)) for r in ("embedding", "hidden", "output", "vector")})
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+
+
+# A non-default value per optimizer field (with weight decay on and lr multipliers != 1, so decay fields matter).
+OTHER_VALUE = {
+    "lr": 0.02, "b1": 0.5, "b2": 0.5, "eps": 1e-3, "weight_decay": 0.2, "decay_roles": "hidden",
+    "wd_coupling": "leaf", "momentum": 0.5, "nesterov": False, "ns_steps": 3, "ns_coeffs": "polar_express",
+    "ns_dtype": "bfloat16", "ns_method": "gram", "shape_scale": "spectral", "fallback_lr": 0.05,
+    "constrained": True, "alpha": 0.5, "norms.hidden": "colnorm", "radius.output": 2.0,
+    "embedding_fallback": "lazy", "dual_steps": 2,
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_field_changes_the_update_or_is_refused(name):
+    """No silently ignored option: for every optimizer, setting any optim field to another value either
+    changes the first two updates or raises a ConfigError naming the field (e.g. optim.nesterov for Scion,
+    whose momentum is gradient averaging)."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from scaling.optim.toy import toy_grads, toy_params
+
+    specs = toy_specs(d=4, layers=1, vocab=8, d_ff=8)
+    params = toy_params(specs, seed=0)
+    grads = toy_grads(params, seed=1, steps=2)
+    mults = tree_map_specs(lambda s: {"hidden": 0.5, "output": 2.0}.get(s.role, 1.0), specs)
+    assert {f.name for f in dataclasses.fields(OptimConfig)} - {"name"} == {k.split(".")[0] for k in OTHER_VALUE}
+
+    def updates(overrides):
+        cfg = load_config(overrides=[f"optim.name={name}", "optim.lr=0.01", *overrides]).optim
+        tx = build_optimizer(cfg, specs, mults, lambda t: 1.0)
+        state, out = tx.init(params), []
+        for i in range(2):
+            u, state = tx.update(jax.tree_util.tree_map(lambda g: g[i], grads), state, params)
+            out.append(u)
+        return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(out)])
+
+    base_wd = ["optim.weight_decay=0.1"]
+    reference = updates(base_wd)
+    for field, value in OTHER_VALUE.items():
+        if field == "lr":
+            continue
+        extra = [] if field in ("weight_decay", "constrained") else base_wd
+        try:
+            other = updates([*extra, f"optim.{field}={value}"])
+        except ConfigError as e:
+            assert f"optim.{field}" in str(e)
+            assert field.split(".")[0] not in OPTIMIZER_FIELDS[name], f"{name} refuses {field}, which it reads"
+            continue
+        assert not np.array_equal(other, reference), f"optim.{field} is accepted by {name} but changes nothing"
+
+
+from scaling.config import OptimConfig  # noqa: E402

@@ -77,3 +77,41 @@ def test_tangent_direction_is_a_unit_descent_direction_in_the_tangent_space():
     w = boundary_init(hidden(12, 12), jax.random.PRNGKey(1), "spectral")
     d = tangent_direction(w, jnp.asarray(rng.standard_normal((2, 12, 12)), jnp.float32), 1)
     assert violation(w, d) < 1e-6
+
+
+def test_hidden_weights_start_on_the_manifold_and_stay_there():
+    """The model's init projects hidden matrices onto the Stiefel manifold (WᵀW = I, tall orientation)
+    when the optimizer is manifold Muon, so the first tangent step is taken on it; training keeps it."""
+    from scaling import models, parametrization
+    from scaling.config import ModelConfig, ParamConfig
+
+    cfg = ModelConfig(width=32, depth=2, n_heads=2, context=16, mlp_ratio=2)
+    param, optim = ParamConfig(kind="spectral"), OptimConfig(name="manifold_muon", lr=1e-2, dual_steps=20)
+    params, specs = models.init(cfg, jax.random.PRNGKey(0), param, optim)
+
+    def gram_error(w):
+        w = np.asarray(w, np.float64)
+        if w.shape[-2] < w.shape[-1]:
+            w = np.swapaxes(w, -1, -2)
+        return np.max(np.abs(np.swapaxes(w, -1, -2) @ w - np.eye(w.shape[-1])))
+
+    hidden = [(p, s) for p, s in zip(jax.tree_util.tree_leaves(params),
+                                     jax.tree_util.tree_leaves(specs, is_leaf=lambda x: hasattr(x, "role")))
+              if s.role == "hidden"]
+    assert hidden and max(gram_error(p) for p, _ in hidden) < 1e-5
+    assert gram_error(models.init(cfg, jax.random.PRNGKey(0), param)[0]["blocks"]["w_up"]) > 0.5  # sigma = sqrt(2)
+
+    tx = build_optimizer(optim, specs, parametrization.lr_multipliers(specs, param, optim), lambda t: 1.0)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, size=(4, 17)), jnp.int32)
+
+    @jax.jit
+    def step(params, state):
+        grads = jax.grad(lambda p: models.loss_fn(cfg, p, tokens, param=param))(params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    for _ in range(5):
+        params, state = step(params, state)
+    for name in ("wq", "wo", "w_up", "w_out"):
+        assert gram_error(params["blocks"][name]) < 5e-3, name

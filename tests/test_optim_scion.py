@@ -142,3 +142,48 @@ def test_unconstrained_scion_grows_at_most_radius_times_lr_sum():
         assert np.all(np.asarray(n) <= bound * (1 + 1e-5)), (spec.role, np.max(n), bound)
         grew |= bool(np.max(n) > rho * 1.01)
     assert grew  # unconstrained norms do leave the ball
+
+
+@pytest.mark.parametrize("tied,output_norm", [(False, "sign"), (False, "rownorm"), (True, "sign")])
+def test_readout_unit_step_has_the_same_rms_to_inf_norm_at_every_width(tied, output_norm):
+    """Width transfer needs the readout's unit step (radius 1) to have an RMS->inf norm independent of the
+    width. Untied: the output matrix. Tied: the embedding (V, d), whose transpose is the readout; Sign on it
+    is scaled by 1/d (modded-nanogpt's tied Scion), not 1/vocab (measured 0.125, 0.5, 2.0 before)."""
+    from scaling import models
+    from scaling.config import ModelConfig
+    from scaling.norms import rms_to_inf
+
+    values = []
+    for width in (32, 128, 512):
+        cfg = ModelConfig(kind="mlp", width=width, depth=1, context=8, window=2, tie_embeddings=tied)
+        specs = models.param_specs(cfg)
+        spec = specs["embed"] if tied else specs["unembed"]
+        g = jnp.asarray(np.random.default_rng(width).standard_normal(spec.shape), jnp.float32)
+        step = -_lmo(g, spec, "sign" if tied else output_norm, 1.0, polar_svd)
+        values.append(float(rms_to_inf(step.T if tied else step)))
+    np.testing.assert_allclose(values, 1.0, rtol=1e-5)
+
+
+def test_untied_sign_embedding_is_unnormalised_sign():
+    """An untied embedding's fan_in is the vocabulary (one-hot input): Sign there is sign(g) and its
+    boundary init is +-radius (the reference's Sign(normalized=False)); not divided by the vocabulary."""
+    from scaling import models
+    from scaling.config import ModelConfig
+
+    spec = models.param_specs(ModelConfig(kind="mlp", width=16, depth=1, context=8, window=2))["embed"]
+    assert spec.fan_in == 256 and not spec.tied_output
+    g = jnp.asarray(np.random.default_rng(0).standard_normal(spec.shape), jnp.float32)
+    np.testing.assert_array_equal(-_lmo(g, spec, "sign", 2.0), 2.0 * jnp.sign(g))
+    w = _boundary_init(spec, jax.random.PRNGKey(0), "sign", 3.0)
+    np.testing.assert_array_equal(np.abs(np.asarray(w)), 3.0)
+    np.testing.assert_allclose(_norm(w, spec, "sign"), 3.0)
+    tied = models.param_specs(ModelConfig(kind="mlp", width=16, depth=1, context=8, window=2, tie_embeddings=True))
+    np.testing.assert_allclose(np.abs(np.asarray(_boundary_init(tied["embed"], jax.random.PRNGKey(0), "sign"))), 1 / 16)
+
+
+def test_tied_embedding_takes_sign_only():
+    from scaling.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="optim.norms.embedding='colnorm' with model.tie_embeddings=true"):
+        load_config(overrides=["optim.name=scion", "model.tie_embeddings=true"])
+    assert load_config(overrides=["optim.name=scion", "model.tie_embeddings=true", "optim.norms.embedding=sign"])

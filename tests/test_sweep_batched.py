@@ -133,3 +133,15 @@ def test_batching_worker_preempted_and_resumed_matches_sequential(tmp_path):
     assert all(e.get("batch") == 2 for e in starts)  # every attempt was a batch of max_batch runs
     resumed = [e for e in starts if e["from_step"] > 0]
     assert len(resumed) == 2 and resumed[0]["from_step"] == 10  # the preempted batch resumed, together
+
+
+def test_batched_members_share_the_validation_set_of_a_run_alone(tmp_path):
+    """Members with different data seeds are scored on one validation set, the one a run trained alone
+    gets: equal initial parameters give equal step-0 validation losses (before: one set per data seed)."""
+    cfgs = [_cfg("1e-3", 0, d, "run.steps=2") for d in (0, 1)]
+    train_batched(cfgs, [tmp_path / f"b{d}" for d in (0, 1)])
+    alone = train(cfgs[1], tmp_path / "a1")
+    assert alone["status"] == "done"
+    v0, v1, va = (_rows(tmp_path / d)[0]["val_loss"] for d in ("b0", "b1", "a1"))
+    assert v0 == v1
+    assert v1 == pytest.approx(va, rel=1e-6)

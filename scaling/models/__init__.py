@@ -32,7 +32,7 @@ def param_specs(cfg: ModelConfig, param: ParamConfig = ParamConfig()) -> dict:
 def init(cfg: ModelConfig, key: jax.Array, param: ParamConfig = ParamConfig(),
          optim: OptimConfig | None = None) -> tuple[dict, dict]:
     specs = param_specs(cfg, param)
-    return parametrization.init_params(specs, key, param, cfg.depth, optim), specs
+    return parametrization.init_params(specs, key, param, cfg, optim), specs
 
 
 def apply(cfg: ModelConfig, params: dict, tokens_BxT: jax.Array, *, param: ParamConfig = ParamConfig(),

@@ -14,9 +14,11 @@ import numpy as np
 from scaling.specs import ParamSpec
 
 
-def matrix_spec(shape: tuple[int, ...], role: str, axes: tuple[str, ...], residual_out: bool = False) -> ParamSpec:
+def matrix_spec(shape: tuple[int, ...], role: str, axes: tuple[str, ...], residual_out: bool = False,
+                tied_output: bool = False) -> ParamSpec:
     """A (possibly stacked) kernel in (fan_in, fan_out) layout."""
-    return ParamSpec(tuple(shape), role, fan_in=shape[-2], fan_out=shape[-1], axes=axes, residual_out=residual_out)
+    return ParamSpec(tuple(shape), role, fan_in=shape[-2], fan_out=shape[-1], axes=axes, residual_out=residual_out,
+                     tied_output=tied_output)
 
 
 def vector_spec(shape: tuple[int, ...], axes: tuple[str, ...], const_init: float) -> ParamSpec:
@@ -59,11 +61,19 @@ def causal_bias(T: int) -> np.ndarray:
 
 
 def attention_logits(q_BxHxTxK: jax.Array, k_BxHxTxK: jax.Array, scale: float) -> jax.Array:
-    """Masked float32 attention logits (B, H, T, T); the query is scaled first (T·K work, not T·T)."""
+    """Masked float32 attention logits (B, H, T, T); the query is scaled first (T·K work, not T·T).
+    Entries above the diagonal are about -1e30: measure logit sizes with `unmasked_logits`."""
     T = q_BxHxTxK.shape[-2]
     logits_BxHxTxT = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxTxK * jnp.asarray(scale, q_BxHxTxK.dtype), k_BxHxTxK,
                                 preferred_element_type=jnp.float32)
     return logits_BxHxTxT + causal_bias(T)[None, None]  # additive: cheaper on CPU than a select
+
+
+def unmasked_logits(logits_BxHxTxT: jax.Array) -> jax.Array:
+    """The causal (on-and-below-diagonal) entries of masked logits, (..., T(T+1)/2): the values
+    softmax actually sees, without the -1e30 bias, for statistics such as a coordinate check."""
+    rows, cols = np.tril_indices(logits_BxHxTxT.shape[-1])
+    return logits_BxHxTxT[..., rows, cols]
 
 
 def _attention_forward(q_BxHxTxK, k_BxHxTxK, v_BxHxTxK, scale):

@@ -17,7 +17,7 @@ from scaling.models.transformer import Multipliers
 def param_specs(cfg: ModelConfig) -> dict:
     D, V, W = cfg.width, cfg.vocab_size, cfg.window
     specs = {
-        "embed": matrix_spec((V, D), "embedding", ("vocab", "embed")),
+        "embed": matrix_spec((V, D), "embedding", ("vocab", "embed"), tied_output=cfg.tie_embeddings),
         "w_first": matrix_spec((W * D, D), "hidden", ("window_embed", "mlp")),
     }
     if cfg.depth > 1:

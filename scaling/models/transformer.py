@@ -46,7 +46,7 @@ def param_specs(cfg: ModelConfig) -> dict:
     if gains:
         blocks["attn_gain"] = vector_spec((L, D), ("layers", "embed"), 1.0)
         blocks["mlp_gain"] = vector_spec((L, D), ("layers", "embed"), 1.0)
-    specs = {"embed": matrix_spec((V, D), "embedding", ("vocab", "embed")), "blocks": blocks}
+    specs = {"embed": matrix_spec((V, D), "embedding", ("vocab", "embed"), tied_output=cfg.tie_embeddings), "blocks": blocks}
     if gains:
         specs["final_gain"] = vector_spec((D,), ("embed",), 1.0)
     if not cfg.tie_embeddings:

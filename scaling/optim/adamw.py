@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import optax
 
-from scaling.optim.common import add_decay, apply_lr, is_zero, scale_per_leaf
+from scaling.optim.common import apply_lr, is_zero, scale_and_decay
 
 
 def build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
     return optax.chain(
         optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
-        scale_per_leaf(lr_mults),
-        add_decay(cfg.weight_decay, specs, cfg.decay_roles),
+        *scale_and_decay(cfg, specs, lr_mults),
         apply_lr(cfg.lr, schedule),
     )
 
@@ -24,7 +23,6 @@ def build_sgd(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
     """SGD with heavy-ball momentum b1 (0 = plain SGD); the muP SGD column applies to it."""
     return optax.chain(
         optax.identity() if is_zero(cfg.b1) else optax.trace(decay=cfg.b1),
-        scale_per_leaf(lr_mults),
-        add_decay(cfg.weight_decay, specs, cfg.decay_roles),
+        *scale_and_decay(cfg, specs, lr_mults),
         apply_lr(cfg.lr, schedule),
     )

@@ -6,12 +6,18 @@ Conventions (stated once, used everywhere):
   parametrization (per-role rule times the free per-role multipliers) — schedules multiply it, never
   overwrite it (notes/parametrizations.md, pitfalls). base_lr is `optim.lr`, or for leaves an optimizer
   hands to its AdamW fallback, `optim.fallback_lr` (0 -> optim.lr).
-- Weight decay is lr-coupled as in optax (shrink `base_lr * schedule(t) * weight_decay` per step) but uses
-  the BASE lr, not the leaf's multiplied lr: this is the muP correction (lambda_leaf = lambda * m where
-  the lr is divided by m), so eta*lambda stays invariant in width (mup MuAdam, decoupled_wd=False).
-  It applies only to roles listed in `optim.decay_roles`.
-- A chain is: direction (per role group, `route`) -> scale_per_leaf(lr_mults) -> add_decay -> apply_lr.
-  Only manifold Muon appends one more link (a retraction, which needs the final step).
+- Weight decay is lr-coupled as in optax, on the roles listed in `optim.decay_roles`, and
+  `optim.wd_coupling` says to which lr:
+    base (default)  shrink `base_lr * schedule(t) * weight_decay` per step: the BASE lr, not the leaf's
+                    multiplied lr. This is the muP correction (lambda_leaf = lambda * m where the lr is
+                    divided by m), so eta*lambda stays invariant in width (microsoft/mup MuAdam,
+                    decoupled_wd=False). A leaf with lr_mult 0 still decays.
+    leaf            shrink `leaf_lr * weight_decay`, leaf_lr = base_lr * schedule(t) * lr_mult_leaf: the
+                    decay follows each leaf's own lr, as a per-layer-group lr scan expects (Filatov et al.
+                    arXiv 2510.03871 tune each group's lr with its decay); lr_mult 0 freezes a leaf.
+- A chain is: direction (per role group, `route`) -> scale_and_decay (lr_mults and decay, in the order
+  wd_coupling sets) -> apply_lr. Only manifold Muon appends one more link (a retraction, which needs the
+  final step).
 """
 
 from __future__ import annotations
@@ -68,6 +74,17 @@ def add_decay(weight_decay: float, specs: Any, roles: tuple[str, ...]) -> optax.
     if is_zero(weight_decay) or not roles:
         return optax.identity()
     return optax.add_decayed_weights(weight_decay, mask=decay_mask(specs, roles))
+
+
+def scale_and_decay(cfg, specs: Any, lr_mults: Any, roles: tuple[str, ...] | None = None
+                    ) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """Two links of a chain: the per-leaf lr multipliers and the weight decay (on `roles`, default
+    optim.decay_roles). Decay after the multipliers couples it to the base lr, before them to the leaf's
+    lr (optim.wd_coupling). Two links, not a nested chain, so the optimizer state keeps its layout."""
+    decay = add_decay(cfg.weight_decay, specs, cfg.decay_roles if roles is None else roles)
+    if cfg.wd_coupling == "leaf":
+        return decay, scale_per_leaf(lr_mults)
+    return scale_per_leaf(lr_mults), decay
 
 
 def fallback_lr(cfg) -> float:

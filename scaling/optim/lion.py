@@ -22,7 +22,7 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
-from scaling.optim.common import add_decay, apply_lr, base_lrs, route, scale_per_leaf
+from scaling.optim.common import apply_lr, base_lrs, route, scale_and_decay
 from scaling.specs import ROLES, tree_map_specs
 
 
@@ -44,18 +44,22 @@ def only_rows_with_gradient(inner: optax.GradientTransformation, specs: Any, rol
     return optax.GradientTransformation(inner.init, update_fn)
 
 
+def fallback_roles(cfg) -> tuple[str, ...]:
+    """The roles handed to AdamW: the embedding with optim.embedding_fallback=adamw."""
+    return ("embedding",) if cfg.embedding_fallback == "adamw" else ()
+
+
 def build_sign_optimizer(cfg, specs, lr_mults, schedule, b1: float, b2: float) -> optax.GradientTransformation:
     sign = optax.scale_by_lion(b1=b1, b2=b2)
     if cfg.embedding_fallback == "adamw":
         direction = route(specs, {r: "adamw" if r == "embedding" else "sign" for r in ROLES}, {
             "sign": sign, "adamw": optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)})
-        lrs = base_lrs(specs, cfg, ("embedding",))
+        lrs = base_lrs(specs, cfg, fallback_roles(cfg))
     else:
         direction, lrs = sign, cfg.lr
     chain = optax.chain(
         direction,
-        scale_per_leaf(lr_mults),
-        add_decay(cfg.weight_decay, specs, cfg.decay_roles),
+        *scale_and_decay(cfg, specs, lr_mults),
         apply_lr(lrs, schedule),
     )
     return only_rows_with_gradient(chain, specs) if cfg.embedding_fallback == "lazy" else chain

@@ -9,14 +9,20 @@ lmo(g) = argmin_{||x|| <= radius} <g, x> = -radius * unit(g), with ||unit(g)|| =
   spectral  sqrt(fi/fo) sigma_max(W)     sqrt(fo/fi) sum_i sigma_i  sqrt(fo/fi) polar(G)
   colnorm   max_i ||W[i,:]||_2 / sqrt(fo) sqrt(fo) sum_i ||G[i,:]||_2 row i: sqrt(fo) G[i,:] / ||G[i,:]||_2
   rownorm   sqrt(fi) max_j ||W[:,j]||_2  sum_j ||G[:,j]||_2 / sqrt(fi) column j: G[:,j] / (sqrt(fi) ||G[:,j]||_2)
-  sign      fi max_ij |W_ij|             ||G||_1 / fi               sign(G) / fi
+  sign      s max_ij |W_ij|              ||G||_1 / s                sign(G) / s
   bias_rms  ||b||_2 / sqrt(n)            sqrt(n) ||g||_2            g / RMS(g)
 Boundary init (radius * a point of the unit sphere): spectral semi-orthogonal * sqrt(fo/fi); colnorm
 Gaussian rows rescaled to ||.||_2 = sqrt(fo); rownorm Gaussian columns rescaled to 1/sqrt(fi); sign random
-+-1/fi; bias_rms the spec's constant (0 for biases, 1 for gains).
++-1/s; bias_rms the spec's constant (0 for biases, 1 for gains).
 
 colnorm = 1->RMS (embedding: a token's vector has RMS <= radius), rownorm = RMS->inf (output),
-spectral = RMS->RMS (hidden). For vectors "sign" uses fi = 1. The divisors get +1e-8 as in Scion's code,
+spectral = RMS->RMS (hidden).
+Sign's divisor s is the input width of the map the matrix applies (normalized Sign, for readouts:
+then the unit step has RMS->inf norm 1 at every width): s = fi for hidden and output matrices, s = 1
+for an untied embedding (one-hot input; the reference's Sign(normalized=False), LIONS-EPFL/scion
+examples/shallow-nanogpt `model.py`), s = fo (the width d) for a tied embedding, which is also the
+readout (as in the reference's tied modded-nanogpt example, `train_gpt_scion.py`), and s = 1 for vectors.
+A tied embedding takes only sign: ColNorm's unit rows of RMS 1 give the readout an RMS->inf norm of d. The divisors get +1e-8 as in Scion's code,
 so an all-zero row / column / gradient gives a zero direction (an absent token is not moved).
 polar(G) is Newton–Schulz by default (approximate: its singular values lie in a band around 1; pass
 polar=polar_svd for the exact oracle).
@@ -38,7 +44,7 @@ NORMS = ("spectral", "colnorm", "rownorm", "sign", "bias_rms")
 VECTOR_NORMS = ("bias_rms", "sign")
 EPS = 1e-8
 
-__all__ = ["NORMS", "lmo", "unit_direction", "norm", "dual_norm", "boundary_init", "polar_svd"]
+__all__ = ["NORMS", "lmo", "unit_direction", "norm", "dual_norm", "boundary_init", "polar_svd", "sign_divisor"]
 
 
 def _check(spec: ParamSpec, name: str) -> None:
@@ -48,6 +54,15 @@ def _check(spec: ParamSpec, name: str) -> None:
         raise ValueError(f"norm {name!r} needs a matrix; a {spec.role} parameter takes {' or '.join(VECTOR_NORMS)}")
     if spec.is_matrix and name == "bias_rms":
         raise ValueError(f"norm 'bias_rms' is for vectors, not the {spec.role} matrix of shape {spec.shape}")
+    if spec.tied_output and name != "sign":
+        raise ValueError(f"a tied embedding is also the readout and takes norm 'sign', not {name!r}")
+
+
+def sign_divisor(spec: ParamSpec) -> int:
+    """The `s` of normalized Sign: the input width of the map the matrix applies (module docstring)."""
+    if spec.role == "embedding":
+        return spec.fan_out if spec.tied_output else 1
+    return spec.fan_in
 
 
 def _l2(x, axis):
@@ -66,7 +81,7 @@ def unit_direction(g: jax.Array, spec: ParamSpec, name: str, polar: Callable = n
     if name == "rownorm":
         return g / (math.sqrt(fi) * _l2(g, -2) + EPS)
     if name == "sign":
-        return jnp.sign(g) / fi
+        return jnp.sign(g) / sign_divisor(spec)
     return g / (_l2(g, -1) / math.sqrt(g.shape[-1]) + EPS)  # bias_rms
 
 
@@ -87,7 +102,7 @@ def norm(w: jax.Array, spec: ParamSpec, name: str) -> jax.Array:
         return opnorms.rms_to_inf(w)
     if name == "sign":
         axes = (-2, -1) if spec.is_matrix else -1
-        return spec.fan_in * jnp.max(jnp.abs(w), axis=axes)
+        return sign_divisor(spec) * jnp.max(jnp.abs(w), axis=axes)
     return jnp.sqrt(jnp.mean(jnp.square(w), axis=-1))  # bias_rms
 
 
@@ -104,7 +119,7 @@ def dual_norm(g: jax.Array, spec: ParamSpec, name: str) -> jax.Array:
         return jnp.sum(_l2(g, -2)[..., 0, :], axis=-1) / math.sqrt(fi)
     if name == "sign":
         axes = (-2, -1) if spec.is_matrix else -1
-        return jnp.sum(jnp.abs(g), axis=axes) / fi
+        return jnp.sum(jnp.abs(g), axis=axes) / sign_divisor(spec)
     return math.sqrt(g.shape[-1]) * _l2(g, -1)[..., 0]  # bias_rms
 
 
@@ -127,7 +142,7 @@ def boundary_init(spec: ParamSpec, key: jax.Array, name: str, radius: float = 1.
     if name == "bias_rms":
         return jnp.full(shape, spec.const_init or 0.0, jnp.float32)
     if name == "sign":
-        return radius * jax.random.rademacher(key, shape, jnp.float32) / fi
+        return radius * jax.random.rademacher(key, shape, jnp.float32) / sign_divisor(spec)
     if name == "spectral":
         return radius * math.sqrt(fo / fi) * _semi_orthogonal(key, shape[:-2], fi, fo)
     w = jax.random.normal(key, shape, jnp.float32)

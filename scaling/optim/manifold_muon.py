@@ -14,6 +14,7 @@ gradient (optim.momentum, optim.nesterov; momentum=0 is the reference's raw grad
 msign is Polar Express, 10 steps in float32 (five Polar Express triples, then the convergent (15, -10, 3)/8).
 [derived] G is divided by its Frobenius norm first: D does not depend on G's scale, and this makes the
 dual step 0.01 a relative one (the reference uses the raw gradient).
+Hidden matrices are projected onto the manifold at init (parametrization.init_params, exact polar factor).
 Embedding, output and vector roles use the AdamW fallback at optim.fallback_lr (0 -> lr), as in Muon.
 Weight decay never touches hidden matrices (the retraction would undo it); other roles follow common.py.
 """
@@ -26,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scaling.optim.common import add_decay, apply_lr, base_lrs, map_with_specs, route, scale_per_leaf
+from scaling.optim.common import apply_lr, base_lrs, map_with_specs, route, scale_and_decay
 from scaling.optim.muon import FALLBACK_ROLES, muon_momentum
-from scaling.optim.newton_schulz import newton_schulz
+from scaling.optim.newton_schulz import newton_schulz, polar_svd
 from scaling.specs import tree_map_specs
 
 DUAL_LR = 0.01
@@ -38,6 +39,12 @@ MSIGN_STEPS = 10
 
 def msign(x: jax.Array) -> jax.Array:
     return newton_schulz(x, MSIGN_STEPS, "polar_express")
+
+
+def project_to_manifold(w: jax.Array) -> jax.Array:
+    """The nearest point of the Stiefel manifold: the exact polar factor UVᵀ (all singular values 1).
+    Applied to hidden matrices at init, so the first tangent step is taken on the manifold."""
+    return polar_svd(w)
 
 
 def _mT(x):
@@ -103,8 +110,7 @@ def build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
     })
     return optax.chain(
         direction,
-        scale_per_leaf(lr_mults),
-        add_decay(cfg.weight_decay, specs, tuple(r for r in cfg.decay_roles if r != "hidden")),
+        *scale_and_decay(cfg, specs, lr_mults, tuple(r for r in cfg.decay_roles if r != "hidden")),
         apply_lr(base_lrs(specs, cfg, FALLBACK_ROLES), schedule),
         retract_hidden(specs),
     )

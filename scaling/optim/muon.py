@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scaling.optim.common import add_decay, apply_lr, base_lrs, map_with_specs, route, scale_per_leaf
+from scaling.optim.common import apply_lr, base_lrs, map_with_specs, route, scale_and_decay
 from scaling.optim.newton_schulz import newton_schulz
 
 FALLBACK_ROLES = ("embedding", "output", "vector")
@@ -80,7 +80,6 @@ def build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
     })
     return optax.chain(
         direction,
-        scale_per_leaf(lr_mults),
-        add_decay(cfg.weight_decay, specs, cfg.decay_roles),
+        *scale_and_decay(cfg, specs, lr_mults),
         apply_lr(base_lrs(specs, cfg, FALLBACK_ROLES), schedule),
     )

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scaling.optim.common import add_decay, apply_lr, scale_per_leaf
+from scaling.optim.common import apply_lr, scale_and_decay, scale_per_leaf
 from scaling.optim.lmo import unit_direction
 from scaling.optim.newton_schulz import newton_schulz
 from scaling.specs import tree_map_specs
@@ -52,8 +52,8 @@ def build(cfg, specs, lr_mults, schedule, polar: Callable | None = None) -> opta
                                        dtype=jnp.dtype(cfg.ns_dtype), method=cfg.ns_method)
     return optax.chain(
         scale_by_scion(specs, cfg.norms, cfg.radius, cfg.alpha, polar),
-        optax.add_decayed_weights(1.0) if cfg.constrained else optax.identity(),
-        scale_per_leaf(lr_mults),
-        optax.identity() if cfg.constrained else add_decay(cfg.weight_decay, specs, cfg.decay_roles),
+        # constrained: decay 1 at the leaf's full eta, so each step is a convex combination
+        *((optax.add_decayed_weights(1.0), scale_per_leaf(lr_mults)) if cfg.constrained
+          else scale_and_decay(cfg, specs, lr_mults)),
         apply_lr(cfg.lr, schedule),
     )
