@@ -21,8 +21,8 @@ Recipes and CLI                  analysis.recipes.RECIPES, analysis.cli (python 
 
 import importlib
 
-# public name -> module; imported on first use so that `import analysis.load` (used by the sweep runner
-# to consolidate stores) does not pull in JAX or matplotlib
+# public name -> module; imported on first use so that `import analysis.load` (used by `scaling sweep` to
+# consolidate stores) does not pull in JAX or matplotlib
 _EXPORTS = {
     "AnalysisError": "errors", "LoadWarning": "errors", "Fit": "fit",
     "load_store": "load", "build_tables": "load", "write_tables": "load", "read_run": "load",

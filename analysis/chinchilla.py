@@ -2,7 +2,7 @@
 
 Sources: Hoffmann et al. 2022 (arXiv 2203.15556, Approach 3, App. D.2); Besiroglu et al. 2024,
 "Chinchilla Scaling: A replication attempt" (arXiv 2404.10102, epoch-research/analyzing-chinchilla).
-Method as in notes/scaling_laws.md section 1:
+Method:
 - log-sum-exp form  log L_hat = logsumexp(log_A - alpha log N, log_B - beta log D, log_E)  (keeps A, B, E > 0);
 - objective: the SUM over points of Huber_delta(log L_hat - log L), delta = 1e-3, multiplied by
   1/delta so it is O(1) and absolute stopping tests are meaningful (the premature stop of a single

@@ -2,7 +2,8 @@
 
 Parameters are the log-sum-exp form's (log_A, log_B, log_E, alpha, beta), Epoch's (a, b, e, alpha, beta);
 the objective is the SUM of Huber_delta(log L_hat - log L) over points, divided by delta so that it is
-O(1) (notes/scaling_laws.md section 1), with optional per-point weights (bootstrap resampling counts).
+O(1) (Hoffmann et al. arXiv 2203.15556; Besiroglu et al. arXiv 2404.10102), with optional per-point
+weights (bootstrap resampling counts).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Reference Approach 3 fitter: a plain loop of scipy L-BFGS-B runs over the same starts.
 
 It exists to cross-check the batched fitter (same objective, same starts, independent optimiser) and
-as the baseline of benchmarks/analysis_fit_bench.py. The objective is notes/scaling_laws.md section
-1's Huber sum on log residuals, with its analytic gradient; `scale` multiplies it (1/delta makes it
-O(1); scale=1 with scipy's default tolerances reproduces the documented premature stop).
+as the baseline of benchmarks/analysis_fit_bench.py. The objective is the Huber sum on log residuals
+(Hoffmann et al. arXiv 2203.15556; Besiroglu et al. arXiv 2404.10102), with its analytic gradient;
+`scale` multiplies it (1/delta makes it O(1); scale=1 with scipy's default tolerances reproduces the
+documented premature stop).
 """
 
 from __future__ import annotations

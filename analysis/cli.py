@@ -93,6 +93,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_subcommands(subparsers) -> None:
+    """Add `analyze` to the `scaling` command (called by the composition root, scaling_cli)."""
+    p = subparsers.add_parser("analyze", help="fit scaling laws and draw figures from a store")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = add_arguments(argparse.ArgumentParser(prog="scaling analyze", description=__doc__.split("\n")[0]))
     return run(parser.parse_args(argv))

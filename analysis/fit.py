@@ -1,9 +1,9 @@
 """`Fit`: the result every fitter returns (estimates, intervals, objective or R^2, warnings).
 
 A fit is data: `to_dict()` gives a JSON-serialisable record (NaN/inf become null) with the settings
-that produced it (objective, reduction, optimiser, starts, bootstrap size) under `details`, as
-notes/scaling_laws.md asks ("every fitted quantity is reported with an interval and with the
-objective, reduction, delta, optimiser, tolerances and number of starts used").
+that produced it (objective, reduction, optimiser, starts, bootstrap size) under `details`:
+every fitted quantity is reported with an interval and with the objective, reduction, delta,
+optimiser, tolerances and number of starts used.
 """
 
 from __future__ import annotations

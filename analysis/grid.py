@@ -1,8 +1,7 @@
 """Snap logged hyperparameters to their nominal grid before grouping.
 
-The same grid value can be logged with different rounding (2.44e-4 vs 2.441e-4, StepLaw's caveat in
-notes/scaling_laws.md section 5); grouped as is, one learning rate splits in two and argmin and
-near-optimal counts change.
+The same grid value can be logged with different rounding (2.44e-4 vs 2.441e-4, StepLaw's caveat);
+grouped as is, one learning rate splits in two and argmin and near-optimal counts change.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Approach 2 (Hoffmann et al. 2022, section 3.2): per compute budget C, fit loss = a u^2 + b u + c with
 u = ln N over the runs on that budget; the vertex gives N*(C) and D* = C / 6N*; then N* ~ C^a by a
-power law. Checks (notes/scaling_laws.md section 3): convex fit (a > 0), vertex strictly inside the
+power law. Checks: convex fit (a > 0), vertex strictly inside the
 sampled range, at least two points on each side; vertex interval by bootstrap over the budget's runs.
 Known bias: along an IsoFLOP the valley is symmetric in ln N only when alpha = beta, so the vertex is
 misplaced by an amount that grows with the window width (Open-Athena reports 4-8 % intercept bias

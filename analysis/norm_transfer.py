@@ -1,6 +1,6 @@
 """Norm transfer ("Optimal Scaling Needs Optimal Norm", Filatov et al. 2025, arXiv 2510.03871).
 
-Workflow (notes/norm_transfer.md sections 4-6), on one row per (run, horizon):
+Workflow, on one row per (run, horizon):
 1. `at_horizons`: losses and norms at each validation horizon of constant-lr runs, joined with the
    run config, optionally smoothed over neighbouring evaluations;
 2. `optimal_norms`: per (B, D), the parabola of loss against log2 of the output norm on the 7 points

@@ -1,10 +1,10 @@
 """Optimum extraction per group (e.g. the best learning rate per width), with edge flags and intervals.
 
-Estimators (notes/scaling_laws.md section 4), all in u = log_base(x):
+Estimators, all in u = log_base(x):
 - "argmin": the best grid point;
 - "quadratic": y = a u^2 + b u + c on the k points nearest the argmin, vertex u* = -b / 2a; accepted
   only when a > 0 and u* lies inside the fitted points (optionally with the intercept c fixed, the
-  norm-transfer variant of notes/norm_transfer.md section 5 where u = log2 of the output norm);
+  norm-transfer variant (Filatov et al., arXiv 2510.03871) where u = log2 of the output norm);
 - "akima": Akima spline through the points, argmin on a 100-point grid (Porian et al. 2024,
   arXiv 2406.19146).
 Seeds are averaged per x first. An optimum at the edge of the grid (or a parabola that opens

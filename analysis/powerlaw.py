@@ -1,8 +1,8 @@
 """Power laws y = a x^b and multi-variable log-linear laws, by OLS in log space with bootstrap CIs.
 
 log_base y = c_1 log_base x_1 + ... + c_k log_base x_k + intercept, as used for eta*(B, D)
-(notes/norm_transfer.md section 6: log2 eta* = alpha log2 B + beta log2 D + gamma), StepLaw's
-eta(N, D) and DeepSeek's eta(C), B(C) (notes/scaling_laws.md section 5). Intervals: bootstrap
+(Filatov et al. arXiv 2510.03871: log2 eta* = alpha log2 B + beta log2 D + gamma), StepLaw's
+eta(N, D) and DeepSeek's eta(C), B(C). Intervals: bootstrap
 percentile over rows (or over clusters such as groups), optionally also drawing each row's y from
 its own replicates (propagating the uncertainty of extracted optima into the law).
 """

@@ -1,6 +1,6 @@
 """Recipe "norm_transfer": constant-lr runs over (lr, batch size) evaluated at many token horizons.
 
-notes/norm_transfer.md sections 4-6: per (B, D) the optimal output norm from a parabola of loss in
+Filatov et al. (arXiv 2510.03871): per (B, D) the optimal output norm from a parabola of loss in
 log2 norm; per horizon B* and the optimal norm there (does it stay constant?); the joint law
 log2 eta*(B, D); B*(D); and the first horizon at which each run reaches the optimal-norm band.
 """

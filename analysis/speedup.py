@@ -1,5 +1,5 @@
 """Optimizer speedup relative to a baseline ("Fantastic Pretraining Optimizers", Wen et al. 2025,
-arXiv 2509.02046; notes/scaling_laws.md section 7).
+arXiv 2509.02046).
 
 Per model size, fit the baseline's final loss against the data multiple k as L(k) = alpha k^-B + beta.
 For another optimizer with loss L_o at multiple k, k_eff = ((L_o - beta) / alpha)^(-1/B) is the data the

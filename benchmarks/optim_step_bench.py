@@ -31,7 +31,7 @@ from optax.contrib import muon as optax_muon
 from scaling.config import OptimConfig
 from scaling.norms import role_norm
 from scaling.optim import build_optimizer
-from scaling.optim.toy import toy_grads, toy_params, toy_specs
+from scaling.testing import toy_grads, toy_params, toy_specs
 from scaling.specs import tree_map_specs
 
 LR, FALLBACK_LR = 0.02, 3e-3

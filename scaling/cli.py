@@ -1,6 +1,9 @@
-"""The `scaling` command: train | sweep | analyze | quickstart.
+"""The `scaling` command's dispatcher and the subcommands of `scaling` itself: train | coord-check.
 
-Usage and config errors print one line naming the field or file and exit with status 2.
+`scaling` knows nothing of sweeps or analysis: the composition root (scaling_cli, the console script)
+passes their subcommand providers to `main(argv, providers=...)`, each a callable that adds its
+subparsers (sweep, analyze, quickstart). Usage and config errors print one line naming the field or
+file and exit with status 2.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Callable, Sequence
 
 from scaling.config import ConfigError
 
@@ -39,59 +43,91 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-def _cmd_quickstart(args: argparse.Namespace) -> int:
-    """The main job: the quickstart sweep (lr x width, SP vs muP, embedded Shakespeare), then its analysis."""
-    import sweeps
-
-    experiment = str(Path(sweeps.__file__).parent / "experiments" / "quickstart.py")
-    sweep = ["sweep", "run", "quickstart", "--store", args.store, "--workers", str(args.workers)]
-    code = main(sweep)
-    if code != 0:
-        return code
-    print(f"\nstore: {args.store}  (rerun to resume; `scaling sweep status --store {args.store}`)")
-    code = main(["analyze", experiment, "--store", args.store, "--out", args.out])
-    if code == 0:
-        print(f"figures and fits: {args.out}/")
-    return code
-
-
-def _add_quickstart(sub) -> None:
-    p = sub.add_parser("quickstart", help="the main job: a small lr x width sweep (SP vs muP) and its figure")
-    p.add_argument("--store", default="stores/quickstart", help="run store")
-    p.add_argument("--out", default="results/quickstart", help="where fits.json and figures go")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (one per core on CPU)")
-    p.set_defaults(func=_cmd_quickstart)
-
-
-def _optional_subcommands(sub) -> None:
-    """Subcommands provided by the sweeps and analysis packages, when present."""
+def _parse_widths(text: str) -> list[int]:
     try:
-        from sweeps import cli as sweeps_cli
-    except ImportError:
-        sweeps_cli = None
-    if sweeps_cli is not None:
-        sweeps_cli.add_subcommands(sub)
-    try:
-        from analysis import cli as analysis_cli
-    except ImportError:
-        analysis_cli = None
-    if analysis_cli is not None:
-        p = sub.add_parser("analyze", help="fit scaling laws and draw figures from a store")
-        analysis_cli.add_arguments(p)
-        p.set_defaults(func=analysis_cli.run)
+        widths = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise ConfigError(f"--widths={text!r} must be comma-separated integers, e.g. 64,128,256") from None
+    if len(widths) < 2 or min(widths) <= 0:
+        raise ConfigError(f"--widths={text!r} needs at least two positive widths (a slope needs two points)")
+    return sorted(set(widths))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scaling", description=__doc__.splitlines()[0])
+def _cmd_coord_check(args: argparse.Namespace) -> int:
+    """Coordinate check of the config's model over widths: rows (csv, json), slopes and the figure."""
+    import csv
+    import dataclasses
+    import json
+
+    from scaling.config import load_config, to_dict
+    from scaling.coord_check import COLUMNS, coord_check, slopes
+
+    cfg = load_config(args.config, args.set or [])
+    widths = _parse_widths(args.widths) if args.widths else [cfg.model.width * 2 ** k for k in range(4)]
+    if args.steps < 1:
+        raise ConfigError(f"--steps={args.steps} must be >= 1")
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds={args.seeds} must be >= 1")
+    param = cfg.param
+    if param.kind in ("mup", "spectral") and not param.base_width:
+        param = dataclasses.replace(param, base_width=cfg.model.width)
+        print(f"param.base_width=0: using model.width={cfg.model.width} as the {param.kind} base width")
+    for w in widths:  # validate every width before the first compile (ConfigError names the field)
+        dataclasses.replace(cfg.model, width=w)
+    rows = coord_check(cfg.model, param, cfg.optim, widths, steps=args.steps, batch_size=cfg.run.batch_size,
+                       seed=cfg.run.seed, n_seeds=args.seeds)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "coord_check.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    fitted = slopes(rows)
+    summary = {"widths": widths, "steps": args.steps, "seeds": args.seeds, "config": to_dict(cfg),
+               "param": to_dict(param), "rows": rows,
+               "slopes_rms": [{"layer": k, "step": t, "slope": v} for (k, t), v in fitted.items()]}
+    (out / "coord_check.json").write_text(json.dumps(summary, indent=1))
+    last = args.steps
+    print(f"log-log slope of rms vs width after {last} steps:")
+    for (layer, t), v in fitted.items():
+        if t == last:
+            print(f"  {layer:16s} {v:+.2f}")
+    # The figure is analysis's (above scaling in the layering): the composition root (scaling_cli) sets
+    # `figure(rows, columns, title, path)` on this subparser; scaling never imports analysis.
+    figure = getattr(args, "figure", None)
+    if figure is None:
+        print(f"no figure (no figure drawer registered); rows: {out / 'coord_check.csv'}")
+        return 0
+    title = f"Coordinate check: {cfg.model.kind}, {param.kind}, {cfg.optim.name} lr {cfg.optim.lr:g}"
+    figure(rows, list(COLUMNS), title, out / "coord_check.png")
+    print(f"rows: {out / 'coord_check.csv'}  figure: {out / 'coord_check.png'}")
+    return 0
+
+
+def _add_coord_check(sub) -> None:
+    p = sub.add_parser("coord-check", help="activation size vs width over the first optimizer steps (muP check)")
+    p.add_argument("config", nargs="?", help="JSON or YAML config file (defaults for missing fields)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. param.kind=mup")
+    p.add_argument("--widths", help="comma-separated widths (default: model.width x 1, 2, 4, 8)")
+    p.add_argument("--steps", type=int, default=3, help="optimizer steps after init (default 3)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds to average over (default 1)")
+    p.add_argument("--out", required=True, help="directory for coord_check.csv, coord_check.json, coord_check.png")
+    p.set_defaults(func=_cmd_coord_check)
+
+
+def build_parser(providers: Sequence[Callable] = (), description: str | None = None) -> argparse.ArgumentParser:
+    """`scaling`'s own subcommands, then each provider's (`provider(subparsers)` adds its parsers)."""
+    parser = argparse.ArgumentParser(prog="scaling", description=description or __doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
-    _add_quickstart(sub)
-    _optional_subcommands(sub)
+    _add_coord_check(sub)
+    for provider in providers:
+        provider(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, providers: Sequence[Callable] = (), description: str | None = None) -> int:
+    args = build_parser(providers, description).parse_args(argv)
     warnings.simplefilter("default")
     try:
         return int(args.func(args) or 0)

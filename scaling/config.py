@@ -41,7 +41,7 @@ class PerRole:
 
 @dataclasses.dataclass(frozen=True)
 class PerRoleNorm:
-    """Scion's norm per role (see scaling.norms / notes/optimizers.md section 4)."""
+    """Scion's norm per role (see scaling.optim.lmo; Pethick et al., arXiv 2502.07529)."""
 
     embedding: str = "colnorm"
     hidden: str = "spectral"

@@ -114,7 +114,7 @@ def rms(x: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.square(x)))
 
 
-# The norm each role is measured in (notes/norm_transfer.md section 2). Vectors use plain RMS.
+# The norm each role is measured in (Filatov et al., arXiv 2510.03871). Vectors use plain RMS.
 ROLE_NORM = {"embedding": l1_to_rms, "hidden": rms_to_rms, "output": rms_to_inf}
 
 

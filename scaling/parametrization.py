@@ -2,15 +2,15 @@
 
 - sp: the base model. Hidden/output std `init_std` (or 1/sqrt(fan_in) when 0), embedding std
   `embed_std`, one global lr.
-- mup: Tensor Programs V (Yang et al., arXiv 2203.03466), Table 3 form as written out in
-  notes/parametrizations.md: with m = fan_in / fan_in_base, hidden std sigma/sqrt(m), output std
+- mup: Tensor Programs V (Yang et al., arXiv 2203.03466), Table 3 form (microsoft/mup):
+  with m = fan_in / fan_in_base, hidden std sigma/sqrt(m), output std
   sigma/m (or 0), Adam lr hidden and output / m; SGD column embedding and vectors * fan_out ratio,
   output / m; attention logits sqrt(d_head_base)/d_head; tied embeddings use the Table 8 logits
   multiplier 1/m instead. Every factor is a ratio to the base, so at the base width muP == SP exactly.
 - spectral: Yang, Simon, Bernstein (arXiv 2310.17813) Condition 1: hidden semi-orthogonal init times
   sqrt(fan_out/fan_in) (rms->rms norm 1), embedding rows of RMS `embed_std`, output columns of norm
   1/sqrt(fan_in) (rms->inf norm 1, Filatov et al. arXiv 2510.03871 §3); Adam lr rule 1/fan_in relative
-  to the base (derived in the notes).
+  to the base.
 Optimizers whose hidden update is orthogonalised (Muon, Scion, manifold Muon) already meet the
 spectral condition, so their hidden multiplier stays 1 (Moonlight's RMS-matched factor needs
 1/sqrt(m)); Scion's LMOs carry the width scaling for every role, so all its multipliers are 1.
@@ -27,10 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from scaling.config import ModelConfig, OptimConfig, ParamConfig
-from scaling.models.transformer import Multipliers
-from scaling.specs import ParamSpec, tree_map_specs
+from scaling.specs import Multipliers, ParamSpec, tree_map_specs
 
-ADAM_LIKE = ("adamw", "lion", "tiger")
 ORTHOGONALISED_HIDDEN = ("muon", "manifold_muon")
 
 

@@ -2,6 +2,7 @@
 
 Every parameter leaf has a `ParamSpec` next to it (same pytree structure). The parametrization,
 optimizer routing, norm logging and sharding read the spec; nothing matches parameter names.
+`Multipliers` are the forward multipliers the parametrization hands the model's apply.
 """
 
 from __future__ import annotations
@@ -12,6 +13,14 @@ from typing import Any, Callable
 import jax
 
 ROLES = ("embedding", "hidden", "output", "vector")
+
+
+@dataclasses.dataclass(frozen=True)
+class Multipliers:
+    """Forward multipliers set by the parametrization (scalars, width-dependent under muP)."""
+
+    attn: float  # attention logits scale
+    output: float = 1.0  # logits multiplier (muP Table 8 form, used with tied embeddings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,11 +97,6 @@ def is_spec(x: Any) -> bool:
 def tree_map_specs(fn: Callable[..., Any], specs: Any, *rest: Any) -> Any:
     """Map over a spec tree (specs are leaves) and any number of trees of the same structure."""
     return jax.tree_util.tree_map(fn, specs, *rest, is_leaf=is_spec)
-
-
-def role_labels(specs: Any) -> Any:
-    """A tree of role strings, as `optax.partition` labels."""
-    return tree_map_specs(lambda s: s.role, specs)
 
 
 def spec_leaves_with_paths(specs: Any) -> list[tuple[str, ParamSpec]]:

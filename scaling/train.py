@@ -31,7 +31,8 @@ import optax
 from scaling import data as data_lib
 from scaling import hyper, models, parametrization
 from scaling.checkpoint import Checkpointer
-from scaling.config import Config, ConfigError, to_dict
+from scaling.config import Config, to_dict
+from scaling.identity import check_same_run
 from scaling.logs import MetricsLog, write_json_atomic
 from scaling.norm_log import flatten_for_log, norm_metrics
 from scaling.optim import build_optimizer, leaf_learning_rates
@@ -70,15 +71,8 @@ def _meta(cfg: Config, specs: Any) -> dict:
 
 
 def _check_same_run(path: Path, resolved: dict) -> None:
-    try:
-        existing = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path} is unreadable ({e}); refusing to overwrite it") from e
-    existing = {k: v for k, v in existing.items() if not k.startswith("_")}
-    if existing != resolved:
-        diff = sorted(k for k in set(existing) | set(resolved) if existing.get(k) != resolved.get(k))
-        raise ConfigError(f"{path.parent} holds a different run (section {diff[0]!r} of config.json differs); "
-                          "use a new --out directory")
+    """Refuse a run directory whose config.json holds another run (scaling.identity: same identity)."""
+    check_same_run(path, resolved)
 
 
 class Trainer:

@@ -6,6 +6,7 @@
     from sweeps.worker import Worker, WorkerOptions, run_worker  # the claim-train-record loop
     from sweeps.executors.local import run_local                 # also .slurm.run_slurm, .ray.run_ray
 
-Command line: `scaling sweep run|status|plan|list|consolidate` (sweeps.cli). The modules that train
-(worker, batching, executors) import JAX lazily, so expanding and inspecting sweeps stays cheap.
+Command line: `scaling sweep run|status|plan|list|consolidate|migrate` (sweeps.cli; migrate re-keys a
+store registered by older code: sweeps.migrate). The modules that train (worker, batching, executors)
+import JAX lazily, so expanding and inspecting sweeps stays cheap.
 """

@@ -24,7 +24,7 @@ class BatchingWorker(Worker):
         self._solo: set[str] = set()  # runs whose batched attempt failed: retried one at a time
 
     def key(self, run_id: str) -> tuple:
-        from scaling.batched import batch_key  # noqa: PLC0415
+        from scaling.api import batch_key  # noqa: PLC0415
 
         if run_id not in self._keys:
             self._keys[run_id] = batch_key(self.store.config(run_id))
@@ -71,9 +71,16 @@ class BatchingWorker(Worker):
         leases: dict[str, Lease] = {}
         try:
             for run_id in run_ids:
+                if self.migration_stop(run_id):
+                    outcomes[run_id] = "skip"
+                    continue
                 lease = Lease.acquire(self.store.run_dir(run_id), self.owner, self.options.lease_ttl)
                 if lease is None:
                     outcomes[run_id] = "busy"
+                    continue
+                if self.migration_stop(run_id):
+                    outcomes[run_id] = "skip"
+                    lease.release()
                     continue
                 health = self.store.inspect(run_id)
                 if health.final(self.options.max_attempts):
@@ -105,7 +112,7 @@ class BatchingWorker(Worker):
         return any(lease.lost for lease in leases.values())
 
     def _train_batch(self, members: list[str], leases: dict[str, Lease]) -> dict[str, str]:
-        from scaling.batched import MembersOutOfStep, train_batched  # noqa: PLC0415
+        from scaling.api import MembersOutOfStep, train_batched  # noqa: PLC0415
 
         commons = {r: self.prepare(r, leases[r], self.store.inspect(r), batch=len(members)) for r in members}
         try:

@@ -5,6 +5,7 @@
     scaling sweep plan EXPERIMENT [--store DIR]        expansion only: run ids, coordinates, state in DIR
     scaling sweep list                                 experiments under sweeps/experiments/
     scaling sweep consolidate --store DIR              rebuild runs.parquet and curves.parquet
+    scaling sweep migrate --store DIR                  re-key runs registered by older code (sweeps.migrate)
 
 EXPERIMENT is a name under sweeps/experiments/ or a path to a .py file. Spec errors exit with status 2
 before anything is written. `sweep run` exits 0 when every run is done or diverged, 1 when some failed
@@ -23,7 +24,10 @@ from sweeps.lease import DEFAULT_TTL
 from sweeps.store import DEFAULT_MAX_ATTEMPTS
 
 
-def add_subcommands(subparsers) -> None:
+def add_subcommands(subparsers, tables=None) -> None:
+    """Add `sweep ...` to the `scaling` command. `tables(store) -> (runs, curves)` rebuilds runs.parquet and
+    curves.parquet (the composition root passes analysis.load.write_tables; sweeps does not import analysis);
+    without it `sweep run` skips the tables and `sweep consolidate` is an error."""
     sweep = subparsers.add_parser("sweep", help="run sweeps of many runs on a store (local, SLURM or Ray)")
     sub = sweep.add_subparsers(dest="sweep_command", required=True)
 
@@ -50,7 +54,7 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--ray-address", default=None, help="ray.init address (auto, ray://host:10001; none: local)")
     p.add_argument("--ray-num-cpus", type=float, default=1)
     p.add_argument("--ray-num-gpus", type=float, default=0)
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, tables=tables)
 
     p = sub.add_parser("status", help="counts per state and the best runs so far")
     p.add_argument("--store", required=True)
@@ -68,7 +72,12 @@ def add_subcommands(subparsers) -> None:
 
     p = sub.add_parser("consolidate", help="rebuild runs.parquet and curves.parquet from the run directories")
     p.add_argument("--store", required=True)
-    p.set_defaults(func=cmd_consolidate)
+    p.set_defaults(func=cmd_consolidate, tables=tables)
+
+    p = sub.add_parser("migrate", help="re-key the runs a store holds under an older identity schema (in place, "
+                                       "idempotent, resumable)")
+    p.add_argument("--store", required=True)
+    p.set_defaults(func=cmd_migrate)
 
 
 # ---------------------------------------------------------------- commands
@@ -89,6 +98,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         store = Store(args.store)
         index = store._digest_index()
+        _outdated_hint(store)
     print(f"{experiment.name}: {len(runs)} runs over {', '.join(experiment.sweep.axes)} (batch={experiment.batch})")
     for run in runs:
         state = ""
@@ -110,7 +120,7 @@ def cmd_list(args: argparse.Namespace) -> int:  # noqa: ARG001
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from scaling.config import ConfigError  # noqa: PLC0415
+    from scaling.api import ConfigError  # noqa: PLC0415
     from sweeps.store import Store  # noqa: PLC0415
     from sweeps.worker import WorkerOptions  # noqa: PLC0415
 
@@ -152,13 +162,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         code = run_ray(store.root, experiment.name, args.workers or 1, options, address=args.ray_address,
                        num_cpus=args.ray_num_cpus, num_gpus=args.ray_num_gpus, progress=progress)
-    _consolidate(store.root)
+    _consolidate(store.root, getattr(args, "tables", None))
     print_status(store, ids, top=5)
     return code
 
 
 def _require(importer) -> None:
-    from scaling.config import ConfigError  # noqa: PLC0415
+    from scaling.api import ConfigError  # noqa: PLC0415
 
     try:
         importer()
@@ -166,30 +176,59 @@ def _require(importer) -> None:
         raise ConfigError(str(e)) from None
 
 
-def _consolidate(root) -> None:
+def _consolidate(root, tables) -> None:
+    if tables is None:
+        print("tables not rebuilt (no table writer registered: run `scaling sweep ...`)", file=sys.stderr)
+        return
     try:
-        from sweeps.store import consolidate  # noqa: PLC0415
-
-        runs, _ = consolidate(root)
+        runs, _ = tables(root)
         print(f"tables: {root}/runs.parquet ({len(runs)} runs), {root}/curves.parquet", flush=True)
     except ImportError as e:
         print(f"tables not rebuilt (analysis.load unavailable: {e})", file=sys.stderr)
 
 
 def cmd_consolidate(args: argparse.Namespace) -> int:
-    _consolidate(args.store)
+    from scaling.api import ConfigError  # noqa: PLC0415
+
+    tables = getattr(args, "tables", None)
+    if tables is None:
+        raise ConfigError("sweep consolidate: no table writer registered (run it as `scaling sweep consolidate`)")
+    _consolidate(args.store, tables)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from scaling.config import ConfigError  # noqa: PLC0415
+    from scaling.api import ConfigError  # noqa: PLC0415
     from sweeps.store import Store  # noqa: PLC0415
 
     store = Store(args.store)
     if not store.root.is_dir():
         raise ConfigError(f"--store {args.store}: no such directory")
+    _outdated_hint(store)
     ids = store.manifest(args.experiment)["runs"] if args.experiment else store.run_ids()
     print_status(store, ids, top=args.top)
+    return 0
+
+
+def _outdated_hint(store) -> None:
+    """One line when the store needs `sweep migrate` (its old runs are not found by expansion until then)."""
+    from scaling.api import IDENTITY_SCHEMA  # noqa: PLC0415
+
+    old = store.outdated()
+    if store.migrating():
+        print(f"a migration of {store.root} is under way or was interrupted: run `scaling sweep migrate --store "
+              f"{store.root}` (until then `sweep run` refuses this store)")
+    elif old:
+        schemas = ", ".join(str(s) for s in sorted(set(old.values())))
+        print(f"{len(old)} runs were registered by older code (identity schema {schemas}, this code: "
+              f"{IDENTITY_SCHEMA}): run `scaling sweep migrate --store {store.root}` (until then `sweep run` "
+              "refuses this store)")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from sweeps.migrate import migrate  # noqa: PLC0415
+
+    migrate(args.store)
     return 0
 
 

@@ -7,8 +7,9 @@ An experiment is one small Python file, imported with importlib (never eval'd), 
     ANALYSIS = {"recipe": "lr_transfer", ...}   # optional: read by `scaling analyze`
     BATCH = "auto"                               # optional: "auto" | "on" | "off" (sweeps.batching)
 
-`expand(experiment)` resolves every point to a validated `Config` and its run id. Expansion is
-deterministic and writes nothing; any spec error is a ConfigError naming the key.
+`expand(experiment)` resolves every point to a validated `Config` and its run id (sweeps.run_id: the
+coordinates and the identity digest, scaling.identity); points with the same identity are one run.
+Expansion is deterministic and writes nothing; any spec error is a ConfigError naming the key.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
 
-from scaling.config import Config, ConfigError, from_dict, to_dict
+from scaling.api import Config, ConfigError, digest, from_dict, to_dict
 from sweeps import run_id as rid
 from sweeps.spec import Derived, Sweep
 
@@ -33,7 +34,7 @@ BATCH_MODES = ("auto", "on", "off")  # auto: batch on accelerators, not on CPU
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     id: str  # "<coords>-<sha8>"
-    digest: str  # full sha256 of the canonical resolved config
+    digest: str  # scaling.identity.digest(config): sha256 of the versioned identity
     coords: dict  # the point's axis values (free variables included)
     config: Config
 
@@ -198,9 +199,9 @@ def expand(experiment: Experiment) -> list[RunSpec]:
     seen: set[str] = set()
     for point in experiment.sweep.points:
         coords, cfg = resolve_point(point, experiment.base, experiment.sweep.axes)
-        digest = rid.config_hash(to_dict(cfg))
-        if digest in seen:
+        key = digest(cfg)
+        if key in seen:
             continue
-        seen.add(digest)
-        runs.append(RunSpec(rid.run_id(coords, digest), digest, coords, cfg))
+        seen.add(key)
+        runs.append(RunSpec(rid.run_id(coords, key), key, coords, cfg))
     return runs

@@ -1,16 +1,16 @@
-"""Run identity: the hash of the resolved run config, prefixed by its coordinates for readability.
+"""Run ids: the identity digest of the run's config, prefixed by its coordinates for readability.
 
     run id = "<coordinates>-<sha8>", e.g. "w64-lr3e-3-mup-1f2e3d4c"
 
-The hash is sha256 of the canonical JSON of the full config (every default filled in, sorted keys, no
-whitespace), so identity does not depend on axis order, on how a value was written in the experiment,
-or on the readable prefix. Coordinates are ordered by key, so reordering axes keeps the prefix too.
+sha8 is the first 8 hex digits of scaling.identity.digest(cfg): the sha256 of the versioned identity
+{"schema", "config": every field that differs from its default}, canonical JSON. So identity depends
+neither on axis order, nor on how a value was written in the experiment, nor on the readable prefix, and
+adding a config field with a default keeps every id (scaling.identity states the rule and its schema
+test). Coordinates are ordered by key, so reordering axes keeps the prefix too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Any
 
@@ -22,15 +22,6 @@ SHORT = {
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9.+_=-]")
 MAX_PREFIX = 96
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def config_hash(config_dict: dict) -> str:
-    """Full sha256 hex digest of the canonical JSON of a resolved config (as scaling.config.to_dict)."""
-    return hashlib.sha256(canonical_json(config_dict).encode()).hexdigest()
 
 
 def format_value(v: Any) -> str:
@@ -62,8 +53,3 @@ def coords_prefix(coords: dict[str, Any]) -> str:
 def run_id(coords: dict[str, Any], digest: str, n: int = 8) -> str:
     prefix = coords_prefix(coords)
     return f"{prefix}-{digest[:n]}" if prefix else digest[:n]
-
-
-def digest_of(run_id_: str) -> str:
-    """The hash part of a run id (everything after the last '-')."""
-    return run_id_.rsplit("-", 1)[-1]

@@ -28,7 +28,7 @@ import math
 import random
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from scaling.config import ConfigError
+from scaling.api import ConfigError
 
 __all__ = ["Sweep", "Derived", "axis", "product", "zip", "chain", "subsample", "derived", "log2_grid",
            "steps_for_tokens"]

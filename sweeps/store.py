@@ -1,6 +1,8 @@
 """The run store: one directory per run, on a local disk or a shared filesystem.
 
-    <store>/<run-id>/run.json       {"id", "digest", "coords", "experiment", "config"}: written once at registration
+    <store>/<run-id>/run.json       {"id", "schema", "digest", "coords", "experiment", "config"}: written once at
+                                    registration (schema: scaling.identity.IDENTITY_SCHEMA; "migrated" when
+                                    `scaling sweep migrate` re-keyed the run from an older schema)
                     status          {"state": pending|running|done|diverged|failed, "attempts", "updated", ...};
                                     failed runs add "error" and "traceback"
                     lease           held while a worker trains the run (sweeps.lease)
@@ -9,11 +11,17 @@
                     quarantine/     files set aside by a repair (never deleted)
     <store>/_experiments/<name>.json    the experiment's ordered run ids, ANALYSIS and source path
     <store>/_experiments/<name>.py      a copy of the experiment file as it was run
-    <store>/runs.parquet, curves.parquet  consolidated tables (analysis.load), rebuilt at any time
+    <store>/runs.parquet, curves.parquet  consolidated tables (written by analysis.load, never by sweeps)
+    <store>/_migration.json         the journal of a `scaling sweep migrate` under way (sweeps.migrate)
+    <store>/_superseded/, _unmigrated/  runs a migration set aside (a duplicate; a config no longer valid)
 
 A run is done only when its status says done (or diverged) AND summary.json agrees AND metrics.jsonl
 holds exactly the rows such a run logs. `inspect` checks that; `repair` sets aside what does not
 match so that training resumes from the newest checkpoint that precedes every damaged row.
+
+Runs registered by older code (run.json with an older identity schema, or none: schema 0) are not
+reused, trained or silently re-registered: `register` refuses the store until
+`scaling sweep migrate --store DIR` has re-keyed them (`outdated`, `require_current`).
 """
 
 from __future__ import annotations
@@ -26,13 +34,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from scaling.config import Config, ConfigError, from_dict
-from scaling.logs import read_jsonl, write_json_atomic
+from scaling.api import IDENTITY_SCHEMA, Config, ConfigError, from_dict, read_jsonl, write_json_atomic
 from sweeps.experiment import Experiment, RunSpec
 
 STATES = ("pending", "running", "done", "diverged", "failed")
 FINISHED = ("done", "diverged")  # final, and data
 EXPERIMENTS = "_experiments"
+MIGRATION_JOURNAL = "_migration.json"
 DEFAULT_MAX_ATTEMPTS = 3
 
 
@@ -96,7 +104,9 @@ class Store:
 
     def register(self, experiment: Experiment, runs: list[RunSpec]) -> list[str]:
         """Create the directories of new runs (status pending) and write the experiment's manifest.
-        A run already in the store (same config hash) keeps its directory, whatever its prefix."""
+        A run already in the store (same identity digest) keeps its directory, whatever its prefix.
+        A store holding runs of an older identity schema is refused (ConfigError) before anything is written."""
+        self.require_current()
         self.root.mkdir(parents=True, exist_ok=True)
         by_digest = self._digest_index()
         ids = []
@@ -105,8 +115,8 @@ class Store:
             d = self.run_dir(run_id)
             d.mkdir(exist_ok=True)
             if not (d / "run.json").exists():
-                write_json_atomic(d / "run.json", {"id": run_id, "digest": run.digest, "coords": run.coords,
-                                                   "experiment": experiment.name,
+                write_json_atomic(d / "run.json", {"id": run_id, "schema": IDENTITY_SCHEMA, "digest": run.digest,
+                                                   "coords": run.coords, "experiment": experiment.name,
                                                    "config": dataclasses.asdict(run.config)})
             if not (d / "status").exists():
                 self.write_status(run_id, "pending", attempts=0)
@@ -122,22 +132,54 @@ class Store:
             "batch": experiment.batch, "axes": list(experiment.sweep.axes), "runs": ids, "registered": time.time()})
         return ids
 
-    def _digest_index(self) -> dict[str, str]:
-        index = {}
+    def records(self) -> dict[str, dict | None]:
+        """Every registered run's run.json (None where it is unreadable), by run id."""
+        out: dict[str, dict | None] = {}
         for run_id in self.run_ids():
             try:
-                index[json.loads((self.run_dir(run_id) / "run.json").read_text())["digest"]] = run_id
-            except (OSError, ValueError, KeyError):
-                continue  # an unreadable run.json: that directory is not reused
-        return index
+                record = json.loads((self.run_dir(run_id) / "run.json").read_text())
+                out[run_id] = record if isinstance(record, dict) else None
+            except (OSError, ValueError):
+                out[run_id] = None
+        return out
+
+    def _digest_index(self) -> dict[str, str]:
+        """digest -> run id of the runs of the current identity schema (an unreadable run.json, or one of
+        another schema, is never reused)."""
+        return {r["digest"]: run_id for run_id, r in self.records().items()
+                if r is not None and schema_of(r) == IDENTITY_SCHEMA and isinstance(r.get("digest"), str)}
+
+    def outdated(self) -> dict[str, int]:
+        """run id -> identity schema of every run registered under an older schema than this code's."""
+        return {run_id: schema_of(r) for run_id, r in self.records().items()
+                if r is not None and schema_of(r) < IDENTITY_SCHEMA}
+
+    def migrating(self) -> bool:
+        """Whether a `scaling sweep migrate` is under way or was interrupted (its journal exists)."""
+        return (self.root / MIGRATION_JOURNAL).exists()
+
+    def require_current(self) -> None:
+        """ConfigError unless every run has this code's identity schema and no migration is pending."""
+        if not self.root.is_dir():
+            return
+        hint = f"run `scaling sweep migrate --store {self.root}`"
+        if self.migrating():
+            raise ConfigError(f"store {self.root}: a migration is under way or was interrupted "
+                              f"({self.root / MIGRATION_JOURNAL}); {hint} to finish it")
+        old = self.outdated()
+        newer = {r: schema_of(rec) for r, rec in self.records().items()
+                 if rec is not None and schema_of(rec) > IDENTITY_SCHEMA}
+        if newer:
+            run_id = min(newer)
+            raise ConfigError(f"store {self.root}: run {run_id} has identity schema {newer[run_id]}, newer than "
+                              f"this code's {IDENTITY_SCHEMA}; use the newer code")
+        if old:
+            schemas = ", ".join(str(s) for s in sorted(set(old.values())))
+            raise ConfigError(f"store {self.root} holds {len(old)} runs registered by older code (identity schema "
+                              f"{schemas}, this code: {IDENTITY_SCHEMA}); {hint} to re-key them before running")
 
     def _free_id(self, run: RunSpec) -> str:
-        """run.id, or a longer hash suffix if a different run already uses that name (sha8 collision)."""
-        for n in (8, 16, 64):
-            candidate = run.id if n == 8 else f"{run.id[:-8]}{run.digest[:n]}"
-            if not self.run_dir(candidate).exists():
-                return candidate
-        raise ConfigError(f"run directory {self.run_dir(run.id)} exists and holds another run")
+        return free_id(run.id, run.digest, lambda name: self.run_dir(name).exists())
 
     # ------------------------------------------------------------ records
 
@@ -208,7 +250,7 @@ class Store:
         path = self.run_dir(run_id) / "metrics.jsonl"
         if not path.exists():
             return -1, [f"{path} is missing"] if summary is not None else []
-        from scaling.train import logged_steps  # noqa: PLC0415 - keeps `import sweeps.store` light
+        from scaling.api import logged_steps  # noqa: PLC0415 - keeps `import sweeps.store` light
 
         try:
             expected = logged_steps(self.config(run_id).run)
@@ -269,11 +311,19 @@ class Store:
         return counts
 
 
-def consolidate(store: str | Path) -> tuple[Any, Any]:
-    """Rebuild runs.parquet and curves.parquet from the run directories (analysis.load)."""
-    from analysis.load import write_tables
+def schema_of(record: dict) -> int:
+    """The identity schema a run.json was written under (none recorded: 0, before schemas existed)."""
+    schema = record.get("schema", 0)
+    return schema if isinstance(schema, int) and not isinstance(schema, bool) else 0
 
-    return write_tables(store)
+
+def free_id(run_id: str, digest: str, taken) -> str:
+    """run_id, or the same prefix with a longer hash suffix if `taken(name)` (a sha8 collision)."""
+    for n in (8, 16, 64):
+        candidate = run_id if n == 8 else f"{run_id[:-8]}{digest[:n]}"
+        if not taken(candidate):
+            return candidate
+    raise ConfigError(f"run id {run_id} and its longer forms are all taken by other runs")
 
 
-__all__ = ["Store", "Health", "STATES", "FINISHED", "consolidate", "checkpoint_steps"]
+__all__ = ["Store", "Health", "STATES", "FINISHED", "MIGRATION_JOURNAL", "checkpoint_steps", "free_id", "schema_of"]

@@ -101,15 +101,29 @@ class Worker:
 
     # ------------------------------------------------------------ one run
 
+    def migration_stop(self, run_id: str) -> bool:
+        """True (and the worker stops) when a migration is re-keying the store or the run's directory has
+        moved: called before and after taking a lease. sweeps.migrate writes its journal and then checks
+        the leases, a worker takes a lease and then checks the journal, so the two never overlap on a run."""
+        if not self.store.migrating() and self.store.run_dir(run_id).is_dir():
+            return False
+        if not self.stop.is_set():
+            self.log(f"store {self.store.root}: a migration is under way or run {run_id} has moved; stopping "
+                     "(rerun the sweep once `scaling sweep migrate` has finished)")
+        self.stop.set()
+        return True
+
     def try_run(self, run_id: str) -> str:
         """skip | busy | done | diverged | failed | preempted | lost"""
-        if self.is_final(run_id):
+        if self.is_final(run_id) or self.migration_stop(run_id):
             return "skip"
         run_dir = self.store.run_dir(run_id)
         lease = Lease.acquire(run_dir, self.owner, self.options.lease_ttl)
         if lease is None:
             return "busy"
         try:
+            if self.migration_stop(run_id):
+                return "skip"
             health = self.store.inspect(run_id)  # re-check under the lease
             if health.final(self.options.max_attempts):
                 self._final.add(run_id)
@@ -119,7 +133,7 @@ class Worker:
             lease.release()
 
     def _train(self, run_id: str, lease: Lease, health: Health) -> str:
-        from scaling.train import train  # noqa: PLC0415 - jax starts only in processes that train
+        from scaling.api import train  # noqa: PLC0415 - jax starts only in processes that train
 
         common = self.prepare(run_id, lease, health)
         try:

@@ -43,7 +43,7 @@ def test_lanczos_matches_svd_and_power_is_a_lower_bound():
 
 
 def test_anchor_inits_have_norm_one():
-    """The inits of notes/norm_transfer.md section 3 sit at norm 1 in their role's norm."""
+    """The inits of Filatov et al. (arXiv 2510.03871) sit at norm 1 in their role's norm."""
     key = jax.random.PRNGKey(2)  # jax's own orthogonal initializer, as the parametrization uses
     for fi, fo in ((32, 128), (128, 32), (64, 64)):
         w = jax.nn.initializers.orthogonal(scale=np.sqrt(fo / fi))(key, (fi, fo))

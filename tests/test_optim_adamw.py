@@ -8,7 +8,7 @@ import pytest
 
 from scaling.config import OptimConfig
 from scaling.optim import build_optimizer
-from scaling.optim.toy import toy_grads, toy_params, toy_specs
+from scaling.testing import toy_grads, toy_params, toy_specs
 from scaling.specs import tree_map_specs
 
 SPECS = toy_specs(d=8, layers=2, vocab=16, d_ff=16)

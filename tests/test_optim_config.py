@@ -4,7 +4,7 @@ import pytest
 
 from scaling.config import OPTIMIZER_FIELDS, OPTIMIZERS, ConfigError, load_config
 from scaling.optim import BUILDERS, build_optimizer
-from scaling.optim.toy import toy_specs
+from scaling.testing import toy_specs
 from scaling.specs import tree_map_specs
 
 
@@ -60,7 +60,7 @@ def test_builders_accept_traced_hyperparameters(name):
     import jax
     import numpy as np
 
-    from scaling.optim.toy import toy_grads, toy_params
+    from scaling.testing import toy_grads, toy_params
 
     specs = toy_specs(d=4, layers=1, vocab=8, d_ff=8)
     params, grads = toy_params(specs, seed=0), toy_grads(toy_params(specs, seed=0), seed=1)
@@ -105,7 +105,7 @@ def test_every_optimizer_field_changes_the_update_or_is_refused(name):
     import jax
     import numpy as np
 
-    from scaling.optim.toy import toy_grads, toy_params
+    from scaling.testing import toy_grads, toy_params
 
     specs = toy_specs(d=4, layers=1, vocab=8, d_ff=8)
     params = toy_params(specs, seed=0)

@@ -1,4 +1,4 @@
-"""Newton–Schulz against the reference values of notes/optimizers.md section 7 (float64 there, fp32 here)."""
+"""Newton–Schulz against float64 reference values (fp32 here)."""
 
 import jax
 import jax.numpy as jnp

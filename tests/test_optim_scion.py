@@ -15,7 +15,7 @@ from scaling.optim.lmo import dual_norm as _dual_norm
 from scaling.optim.lmo import lmo as _lmo
 from scaling.optim.lmo import norm as _norm
 from scaling.optim.lmo import polar_svd
-from scaling.optim.toy import toy_grads, toy_specs
+from scaling.testing import toy_grads, toy_specs
 from scaling.specs import ParamSpec, tree_map_specs
 
 G = jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # a (fan_in=2, fan_out=3) kernel without zeros

@@ -15,7 +15,7 @@ from scaling.config import load_config
 from scaling.train import Trainer, get_trainer, train
 from sweeps.experiment import expand, load_experiment
 from sweeps.store import Store
-from sweeps.testing import TINY_BASE, write_experiment
+from sweep_fixtures import TINY_BASE, write_experiment
 from sweeps.worker import EXIT_DONE, WorkerOptions, run_worker
 
 BASE = [f"{k}={v}" for k, v in TINY_BASE.items()] + ["run.steps=20"]

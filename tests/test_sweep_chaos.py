@@ -19,7 +19,7 @@ from analysis.load import build_tables
 from sweeps.experiment import expand, load_experiment
 from sweeps.progress import last_row
 from sweeps.store import Store
-from sweeps.testing import shared_jax_cache, write_experiment
+from sweep_fixtures import shared_jax_cache, write_experiment
 from sweeps.worker import EXIT_DONE, EXIT_REQUEUE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import pytest
 from sweeps.experiment import expand, load_experiment
 from sweeps.progress import last_row
 from sweeps.store import Store
-from sweeps.testing import shared_jax_cache, write_experiment
+from sweep_fixtures import shared_jax_cache, write_experiment
 from sweeps.worker import EXIT_DONE, WorkerOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def _register(tmp_path: Path, name: str, base: dict | None = None):
 def test_local_executor_from_the_command_line(tmp_path):
     path = write_experiment(tmp_path / "cli.py", LRS, [0])
     store = tmp_path / "store"
-    cmd = [sys.executable, "-m", "scaling.cli", "sweep", "run", str(path), "--store", str(store), "--workers", "2",
+    cmd = [sys.executable, "-m", "scaling_cli", "sweep", "run", str(path), "--store", str(store), "--workers", "2",
            "--lease-ttl", "10"]
     env = {**os.environ, "SCALING_SWEEP_JAX_CACHE": str(shared_jax_cache())}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
@@ -54,7 +54,7 @@ def test_local_executor_from_the_command_line(tmp_path):
     assert len(pd.read_parquet(store / "runs.parquet")) == 4
     logs = sorted(p.name for p in (store / "_logs").iterdir())
     assert logs == ["cli-worker0.log", "cli-worker1.log"]
-    status = subprocess.run([sys.executable, "-m", "scaling.cli", "sweep", "status", "--store", str(store)],
+    status = subprocess.run([sys.executable, "-m", "scaling_cli", "sweep", "status", "--store", str(store)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "best 4 of 4" in status.stdout
 

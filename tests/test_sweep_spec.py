@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from scaling.cli import main
-from scaling.config import ConfigError, to_dict
+from scaling_cli import main
+from scaling.config import ConfigError
 from sweeps import spec as sw
 from sweeps.experiment import Experiment, expand, load_experiment
-from sweeps.run_id import canonical_json, config_hash, format_value
+from scaling.identity import canonical_json, digest, identity
+from sweeps.run_id import format_value
 from sweeps.store import Store
 
 BASE = {"model.kind": "mlp", "model.width": 32, "model.depth": 1, "model.context": 16, "model.window": 4,
@@ -51,14 +52,15 @@ def test_derived_values_and_lr_grid():
     assert "tokens" in runs[0].id and "steps" not in runs[0].id  # free variables are coordinates
 
 
-def test_run_id_is_the_hash_of_the_resolved_config():
+def test_run_id_is_the_hash_of_the_identity():
     (run,) = expand(_experiment(sw.axis("optim.lr", [0.001])))
-    assert run.digest == config_hash(to_dict(run.config))
+    assert run.digest == digest(run.config)
     assert run.id == f"lr1e-3-{run.digest[:8]}"
     # the same config written differently (defaults spelled out, 1e-3 vs 0.001) is the same run
     (same,) = expand(_experiment(sw.axis("optim.lr", [1e-3]), base={**BASE, "optim.b1": 0.9}))
     assert same.digest == run.digest
-    assert json.loads(canonical_json(to_dict(run.config)))["optim"]["lr"] == 0.001
+    ident = json.loads(canonical_json(identity(run.config)))
+    assert ident["config"]["optim.lr"] == 0.001 and "optim.b1" not in ident["config"]  # defaults are left out
     assert [format_value(v) for v in (0.003, 0.25, 64, True, 2e6)] == ["3e-3", "0.25", "64", "1", "2e6"]
 
 

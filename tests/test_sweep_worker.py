@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from scaling.cli import main
+from scaling_cli import main
 from sweeps.experiment import expand, load_experiment
 from sweeps.store import Store
-from sweeps.testing import write_experiment
+from sweep_fixtures import write_experiment
 from sweeps.worker import EXIT_DONE, EXIT_FAILED, EXIT_REQUEUE, Worker, WorkerOptions
 
 OPTIONS = WorkerOptions(jax_cache=None, poll_s=0.1)

@@ -3,8 +3,8 @@
 Algorithm (Nocedal & Wright, "Numerical Optimization", 2nd ed., Alg. 7.4 two-loop recursion and
 Alg. 3.1 backtracking): direction from the last `history` (s, y) pairs, Armijo backtracking with a
 safeguarded quadratic interpolation, pairs with s.y <= 0 skipped, memory cleared after a failed
-search. Stopping is absolute (scale the objective to O(1); notes/scaling_laws.md section 1 explains
-why relative tests stall on tiny objectives): max|g| <= gtol, or `patience` iterations without a
+search. Stopping is absolute (scale the objective to O(1): relative
+tests stall on tiny objectives): max|g| <= gtol, or `patience` iterations without a
 decrease larger than ftol * max(1, |f|), or max_iter.
 
 On ill-conditioned problems such as the 5-parameter Chinchilla fit (condition ~1e11) this needs

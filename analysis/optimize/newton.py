@@ -9,7 +9,7 @@ the actual decrease is under a quarter of the predicted one, double when the mod
 step hit the boundary. Controlling the step length (rather than a Levenberg-Marquardt factor) matters
 on Huber objectives, whose quadratic model is valid only until some residual crosses +-delta.
 Near the optimum lam -> 0 and convergence is quadratic, which first-order methods (L-BFGS included)
-do not reach on the Chinchilla objective (Hessian condition ~1e11, notes/scaling_laws.md section 2).
+do not reach on the Chinchilla objective (Hessian condition ~1e11).
 
 Stopping (absolute, so scale the objective to O(1)): max|g| <= gtol; or `patience` iterations without
 progress (an accepted step lowering f by at most ftol * max(1, |f|), or a step too small to change x);

@@ -8,24 +8,38 @@ import pandas as pd
 from analysis.plots.style import colours, log2_axis, new_figure
 
 
+MIN_OCTAVES = 2.0  # a coordinate-check panel spans at least a factor 2^2 in y, so flat lines look flat
+
+
 def plot_coord_check(df: pd.DataFrame, width: str = "width", value: str = "rms", step: str = "step",
                      panel: str | None = "layer", title: str = "Coordinate check"):
     """Activation (or update) RMS vs width, one line per training step, one panel per layer/role.
-    Under a width-transferable parametrization the lines are flat (Yang et al. 2021, Tensor Programs V,
-    arXiv 2203.03466, Fig. 5); the log2-log2 slope of the last step is shown in each title."""
+    Reads the rows of `scaling.coord_check.coord_check` as they are: columns width, step, layer, rms
+    (l1 with value="l1"). Under a width-transferable parametrization the lines are flat (Yang et al.
+    2021, Tensor Programs V, arXiv 2203.03466, Fig. 5); the log2-log2 slope of the last step is shown
+    in each title. Each panel's y range covers at least MIN_OCTAVES octaves, so that a curve drifting
+    by a few per cent is drawn flat rather than stretched across the panel; non-positive values (an
+    exactly zero readout at init) are left out of the log axes and of the slope."""
+    missing = [c for c in (width, value, step, panel) if c is not None and c not in df]
+    if missing:
+        raise KeyError(f"plot_coord_check: no column(s) {missing} in {list(df.columns)}")
     panels = list(dict.fromkeys(df[panel])) if panel else [None]
     fig, axes = new_figure(min(len(panels), 4), nrows=int(np.ceil(len(panels) / 4)), width=4.2, height=3.4)
     flat = axes.ravel()
     cmap = colours(df[step].unique())
     for ax, pv in zip(flat, panels):
         sub = df if pv is None else df[df[panel] == pv]
+        sub = sub[np.isfinite(sub[value].to_numpy(float)) & (sub[value].to_numpy(float) > 0)]
         slope = np.nan
         for s, g in sub.groupby(step, sort=True):
             g = g.groupby(width)[value].mean()
             ax.plot(g.index, g.values, "o-", ms=3, color=cmap[s], label=f"step {s}")
-            if len(g) >= 2:
-                slope = np.polyfit(np.log2(g.index.to_numpy(float)), np.log2(g.values), 1)[0]
+            slope = np.polyfit(np.log2(g.index.to_numpy(float)), np.log2(g.values), 1)[0] if len(g) >= 2 else np.nan
         log2_axis(ax, "xy")
+        if len(sub):
+            lo, hi = np.log2(sub[value].min()), np.log2(sub[value].max())
+            pad = max(0.0, MIN_OCTAVES - (hi - lo)) / 2 + 0.1 * max(hi - lo, MIN_OCTAVES)
+            ax.set_ylim(2 ** (lo - pad), 2 ** (hi + pad))
         ax.set_xlabel(width)
         ax.set_ylabel(value)
         ax.set_title(f"{pv if pv is not None else title}  (slope {slope:+.2f})", fontsize=9)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from scaling.config import ModelConfig
 from scaling.models.layers import cast, embed_tokens, matrix_spec
-from scaling.models.transformer import Multipliers
+from scaling.specs import Multipliers
 
 
 def param_specs(cfg: ModelConfig) -> dict:
@@ -34,16 +34,20 @@ def apply(cfg: ModelConfig, params: dict, tokens_BxT: jax.Array, mult: Multiplie
     # Window of previous embeddings: position t sees tokens t-W+1 .. t.
     padded_BxTpxD = jnp.pad(e_BxTxD, ((0, 0), (cfg.window - 1, 0), (0, 0)))
     ctx_BxTxWD = jnp.concatenate([padded_BxTpxD[:, i:i + T] for i in range(cfg.window)], axis=-1)
-    h_BxTxD = jax.nn.gelu(ctx_BxTxWD @ cast(params["w_first"], compute_dtype), approximate=True)
-    acts = {"embedding": e_BxTxD, "hidden_0": h_BxTxD}
+    z_BxTxD = ctx_BxTxWD @ cast(params["w_first"], compute_dtype)
+    h_BxTxD = jax.nn.gelu(z_BxTxD, approximate=True)
+    acts = {"embedding": e_BxTxD, "pre_0": z_BxTxD, "hidden_0": h_BxTxD}  # pre_i: before the GELU
     if cfg.depth > 1:
         def layer(h, w):
-            h = jax.nn.gelu(h @ cast(w, compute_dtype), approximate=True)
-            return h, h
+            z = h @ cast(w, compute_dtype)
+            h = jax.nn.gelu(z, approximate=True)
+            return h, ((z, h) if return_activations else None)  # stack per-layer values only when asked
 
-        h_BxTxD, hs = jax.lax.scan(layer, h_BxTxD, params["w_hidden"])
-        for i in range(cfg.depth - 1):
-            acts[f"hidden_{i + 1}"] = hs[i]
+        h_BxTxD, stacked = jax.lax.scan(layer, h_BxTxD, params["w_hidden"])
+        if return_activations:
+            for i in range(cfg.depth - 1):
+                acts[f"pre_{i + 1}"] = stacked[0][i]
+                acts[f"hidden_{i + 1}"] = stacked[1][i]
     out_DxV = params["embed"].T if cfg.tie_embeddings else params["unembed"]
     logits_BxTxV = (h_BxTxD @ cast(out_DxV, compute_dtype)).astype(jnp.float32) * mult.output
     if not return_activations:

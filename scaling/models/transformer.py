@@ -9,22 +9,13 @@ MLP-norm), as in Filatov et al., "Optimal Scaling Needs Optimal Norm" (arXiv 251
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
 from scaling.config import ModelConfig
 from scaling.models.layers import (apply_rope, attention_logits, cast, causal_attention, embed_tokens, matrix_spec,
                                    rms_norm, rope_tables, vector_spec)
-
-
-@dataclasses.dataclass(frozen=True)
-class Multipliers:
-    """Forward multipliers set by the parametrization (scalars, width-dependent under muP)."""
-
-    attn: float  # attention logits scale
-    output: float = 1.0  # logits multiplier (muP Table 8 form, used with tied embeddings)
+from scaling.specs import Multipliers
 
 
 def param_specs(cfg: ModelConfig) -> dict:

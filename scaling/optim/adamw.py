@@ -1,4 +1,4 @@
-"""AdamW with per-leaf lr multipliers from the parametrization (notes/optimizers.md section 1).
+"""AdamW with per-leaf lr multipliers from the parametrization (Loshchilov & Hutter, arXiv 1711.05101).
 
 theta <- theta - lr_t * (mult_leaf * m_hat / (sqrt(v_hat) + eps) + wd * theta)   (decayed roles only)
 With every multiplier 1 this is exactly optax.adamw(lr_t, b1, b2, eps, wd, mask).

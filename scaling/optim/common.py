@@ -4,7 +4,7 @@ Conventions (stated once, used everywhere):
 - The update an optimizer returns is the final parameter delta: params + updates.
 - The learning rate at step t is `base_lr * schedule(t) * lr_mult_leaf`, where lr_mult_leaf comes from the
   parametrization (per-role rule times the free per-role multipliers) — schedules multiply it, never
-  overwrite it (notes/parametrizations.md, pitfalls). base_lr is `optim.lr`, or for leaves an optimizer
+  overwrite it. base_lr is `optim.lr`, or for leaves an optimizer
   hands to its AdamW fallback, `optim.fallback_lr` (0 -> optim.lr).
 - Weight decay is lr-coupled as in optax, on the roles listed in `optim.decay_roles`, and
   `optim.wd_coupling` says to which lr:

@@ -1,4 +1,4 @@
-"""Lion and Tiger: sign updates (notes/optimizers.md section 2).
+"""Lion and Tiger: sign updates.
 
 Lion (Chen et al., arXiv 2302.06675; optax.scale_by_lion):
   c = b1 m + (1 - b1) g;  direction = sign(c);  m <- b2 m + (1 - b2) g      (m0 = 0, sign(0) = 0)

@@ -1,5 +1,5 @@
 """Scion's norms, their linear minimization oracles and boundary initialisations (Pethick et al.,
-arXiv 2502.07529; LIONS-EPFL/scion `scion.py`; notes/optimizers.md section 4), in the (fan_in, fan_out)
+arXiv 2502.07529; LIONS-EPFL/scion `scion.py`), in the (fan_in, fan_out)
 layout, batched over leading (stacked) axes.
 
 lmo(g) = argmin_{||x|| <= radius} <g, x> = -radius * unit(g), with ||unit(g)|| = 1 and

@@ -1,6 +1,6 @@
 """Manifold Muon: hidden matrices live on the Stiefel manifold {W : all singular values 1}
 (Bernstein, "Modular Manifolds", Thinking Machines 2025; thinking-machines-lab/manifolds
-`src/manifold_muon.py`; notes/optimizers.md section 5).
+`src/manifold_muon.py`).
 
 Per hidden matrix, in the tall orientation (m >= n; a wide (fan_in < fan_out) kernel is transposed, so the
 invariant is WᵀW = I for fan_in >= fan_out and WWᵀ = I otherwise), with G the Muon momentum of the

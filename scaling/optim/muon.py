@@ -1,6 +1,6 @@
 """Muon: momentum orthogonalized by Newton–Schulz on hidden matrices, AdamW on every other role.
 
-Hidden leaf (Keller Jordan, KellerJordan/Muon `muon.py`; notes/optimizers.md section 3):
+Hidden leaf (Keller Jordan, KellerJordan/Muon `muon.py`):
   m <- beta m + (1 - beta) g;   u = beta m + (1 - beta) g  (nesterov)  or  u = m
   direction = s * NS(u)          NS per matrix over the last two axes: stacked (L, fi, fo) kernels
                                  are orthogonalised layer by layer

@@ -3,7 +3,7 @@
 Each step is the odd quintic X <- aX + (bA + cA²)X with A = XXᵀ, which maps every singular value by
 p(σ) = aσ + bσ³ + cσ⁵ and keeps the singular vectors (KellerJordan/Muon `muon.py`).
 - "muon": Keller's (3.4445, -4.7750, 2.0315) every step. It does NOT converge to UVᵀ: after 5 steps
-  the singular values lie in about [0.68, 1.20] (notes/optimizers.md section 7).
+  the singular values lie in about [0.68, 1.20].
 - "polar_express": Amsel et al. (arXiv 2505.16932), the five triples used in KellerJordan/modded-nanogpt
   `train_gpt.py`; steps beyond five repeat (15/8, -10/8, 3/8), the polynomial the Polar Express
   schedule converges to (thinking-machines-lab/manifolds `msign.py`), which drives σ -> 1.

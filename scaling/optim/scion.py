@@ -1,4 +1,4 @@
-"""Scion (Pethick et al., arXiv 2502.07529; LIONS-EPFL/scion `scion.py`; notes/optimizers.md section 4).
+"""Scion (Pethick et al., arXiv 2502.07529; LIONS-EPFL/scion `scion.py`).
 
 Per leaf, with the role's norm (optim.norms) and radius rho (optim.radius), eta = lr * schedule * lr_mult:
   d <- (1 - alpha) d + alpha g          momentum as gradient averaging, d0 = 0; alpha = 1 - beta (1 = off)

@@ -84,7 +84,7 @@ class SweepJob:
 def parse_parameters(items: list[str]) -> dict[str, Any]:
     import json  # noqa: PLC0415
 
-    from scaling.config import ConfigError  # noqa: PLC0415
+    from scaling.api import ConfigError  # noqa: PLC0415
 
     params: dict[str, Any] = {}
     for item in items or []:

@@ -1,4 +1,5 @@
-"""A transformer-shaped parameter tree with specs, for optimizer tests and benchmarks (no model code).
+"""Test and benchmark fixtures (the library never imports this module): a transformer-shaped parameter
+tree with specs, for optimizer tests and benchmarks/optim_step_bench.py (no model code).
 
 Leaves mirror a pre-norm transformer with stacked layers: embedding (V, d), stacked attention kernels
 (L, d, d), MLP kernels (L, d, f) and (L, f, d), stacked gains (L, d), a final gain (d,), output (d, V).

@@ -1,4 +1,4 @@
-"""Tiny experiments for the sweep tests and benchmarks: every run shares one program (scaling.hyper), so
+"""Tiny experiments for the sweep tests: every run shares one program (scaling.hyper), so
 a whole test sweep compiles once per process, and a persistent compilation cache shared between test
 processes makes restarted workers cheap."""
 

@@ -1,0 +1,5 @@
+import sys
+
+from scaling_cli import main
+
+sys.exit(main())
