@@ -36,6 +36,7 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float
 def summarize(samples: pd.DataFrame, level: float = 0.95) -> tuple[dict, dict]:
     """Percentile intervals and standard errors of every column of a replicate table."""
     ci = {c: percentile_interval(samples[c].to_numpy(), level) for c in samples.columns}
-    se = {c: float(np.nanstd(samples[c].to_numpy(float), ddof=1)) if samples[c].notna().sum() > 1 else float("nan")
-          for c in samples.columns}
+    with np.errstate(over="ignore", invalid="ignore"):  # replicates of an undetermined law can be huge
+        se = {c: float(np.nanstd(samples[c].to_numpy(float), ddof=1)) if samples[c].notna().sum() > 1
+              else float("nan") for c in samples.columns}
     return ci, se

@@ -3,20 +3,59 @@
 Writes <out>/fits.json, the recipe's figures (PNG) and a compact <out>/runs.parquet copy of the runs
 table, and prints a summary table with the edge-of-grid and failed-fit warnings. Malformed input
 gives one line "error: ..." on stderr and exit status 2. Also runs standalone: python -m analysis.cli.
+
+`--experiment NAME` analyses only that experiment's runs (the run ids its manifest lists, as
+`scaling sweep status --experiment` selects them); an EXPERIMENT recorded in the store selects its
+own runs. `--help` lists every recipe's options with their defaults, read from the recipe functions'
+signatures (so the list cannot go stale).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
+import textwrap
 import warnings as pywarnings
 from pathlib import Path
 
-from analysis.errors import AnalysisError, LoadWarning
+from analysis.errors import AnalysisError, AnalysisWarning, LoadWarning
 from analysis.fit import jsonable
-from analysis.load import load_store
+from analysis.load import experiments, load_store, select_experiment
 from analysis.recipes import RECIPES, resolve_experiment, run_recipe
+
+_NOT_OPTIONS = ("runs", "curves", "out_dir")
+
+
+def recipe_options(name: str) -> list[tuple[str, str]]:
+    """(option, default as --set would write it, or "(required)") of a recipe, from its signature."""
+    out = []
+    for p in inspect.signature(RECIPES[name]).parameters.values():
+        if p.name in _NOT_OPTIONS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty:
+            out.append((p.name, "(required)"))
+            continue
+        try:
+            shown = json.dumps(p.default, separators=(",", ":"))
+        except (TypeError, ValueError):
+            shown = repr(p.default)
+        out.append((p.name, shown))
+    return out
+
+
+def recipe_options_text(width: int = 100) -> str:
+    """The help epilog: each recipe, its first docstring line and its options with their defaults."""
+    lines = ["recipes and their options (--set KEY=VALUE on the command line, or keys of ANALYSIS):"]
+    for name in sorted(RECIPES):
+        doc = " ".join((inspect.getdoc(RECIPES[name]) or "").split("\n\n")[0].split())
+        lines += textwrap.wrap(f"{name}: {doc}" if doc else name, width, initial_indent="  ",
+                               subsequent_indent="    ")
+        opts = "  ".join(f"{k}={v}" for k, v in recipe_options(name)) or "(no options)"
+        lines += textwrap.wrap(opts, width, initial_indent="      ", subsequent_indent="      ",
+                               break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -30,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="recipe option override, value parsed as JSON when possible (e.g. --set y=best_val_loss)")
     parser.add_argument("--refresh", choices=("auto", "always", "never"), default="auto",
                         help="re-read run directories: only changed ones (auto), all, or trust the parquet cache")
+    parser.add_argument("--experiment", default=None, metavar="NAME", dest="select",
+                        help="analyse only this experiment's runs (as listed in <store>/_experiments/NAME.json)")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = recipe_options_text()
     return parser
 
 
@@ -72,18 +115,33 @@ def run(args: argparse.Namespace) -> int:
             pywarnings.simplefilter("always", LoadWarning)
             runs, curves = load_store(args.store, refresh=args.refresh)
         load_warnings = [str(w.message) for w in caught if issubclass(w.category, LoadWarning)]
+        selected = getattr(args, "select", None)
+        if selected is None and _recorded(args.experiment, args.store):
+            selected = args.experiment  # an experiment recorded in the store: its own runs
+        n_all = len(runs)
+        if selected is not None:
+            runs, curves = select_experiment(runs, curves, selected, args.store)
+            if runs.empty:
+                raise AnalysisError(f"experiment {selected!r} has no runs in {', '.join(args.store)}")
+        else:
+            load_warnings += _mixed_experiments(runs, args.store)
         out_dir.mkdir(parents=True, exist_ok=True)
-        result = run_recipe(name, runs, curves, out_dir, **options)
+        with pywarnings.catch_warnings(record=True) as caught:
+            pywarnings.simplefilter("always", AnalysisWarning)
+            result = run_recipe(name, runs, curves, out_dir, **options)
+        fit_warnings = [str(w.message) for w in caught if issubclass(w.category, AnalysisWarning)]
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result["warnings"] = load_warnings + result.get("warnings", [])
+    result["warnings"] = list(dict.fromkeys(load_warnings + result.get("warnings", []) + fit_warnings))
     result["stores"] = [str(s) for s in args.store]
+    result["experiment"] = selected
     result["options"] = options
     (out_dir / "fits.json").write_text(json.dumps(jsonable({k: v for k, v in result.items() if k != "summary"}),
                                                   indent=1, allow_nan=False))
     runs.to_parquet(out_dir / "runs.parquet", compression="zstd", index=False)
-    print(f"{name}: {len(runs)} runs from {', '.join(args.store)} -> {out_dir}")
+    which = f" of experiment {selected!r} ({n_all} in the store)" if selected is not None else ""
+    print(f"{name}: {len(runs)} runs{which} from {', '.join(args.store)} -> {out_dir}")
     print(format_table(result.get("summary", [])))
     if result["warnings"]:
         print(f"\nWARNINGS ({len(result['warnings'])}):")
@@ -93,9 +151,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded(experiment: str, stores) -> bool:
+    """EXPERIMENT names an experiment recorded in a store (not a recipe, not a .py file)."""
+    if experiment in RECIPES or experiment.endswith(".py"):
+        return False
+    return any(experiment in experiments(s) for s in stores)
+
+
+def _mixed_experiments(runs, stores) -> list[str]:
+    names = sorted(runs["experiment"].dropna().astype(str).unique()) if "experiment" in runs else []
+    names = names or sorted({e for s in stores for e in experiments(s)})
+    if len(names) < 2:
+        return []
+    return [f"the store holds {len(names)} experiments ({', '.join(names)}): all {len(runs)} runs are analysed "
+            "together; select one with --experiment NAME"]
+
+
 def add_subcommands(subparsers) -> None:
     """Add `analyze` to the `scaling` command (called by the composition root, scaling_cli)."""
-    p = subparsers.add_parser("analyze", help="fit scaling laws and draw figures from a store")
+    p = subparsers.add_parser("analyze", help="fit scaling laws and draw figures from a store",
+                              description=__doc__.split("\n")[0])
     add_arguments(p)
     p.set_defaults(func=run)
 

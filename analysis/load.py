@@ -1,7 +1,9 @@
 """Load run stores into two tidy tables: `runs` (one row per run) and `curves` (one row per logged step).
 
-A store is a directory of run directories `<store>/<run_id>/` holding `config.json`, `metrics.jsonl`,
-`summary.json` (written last, only for finished runs) and `status` (see the sweep runner). The
+A store is a directory of run directories `<store>/<run_id>/` holding `run.json` (the run's experiment
+and swept coordinates), `config.json`, `metrics.jsonl`, `summary.json` (written last, only for finished
+runs) and `status` (see the sweep runner); `<store>/_experiments/<name>.json` lists each experiment's
+run ids (`experiments`, `select_experiment`). The
 consolidated tables `<store>/runs.parquet` and `<store>/curves.parquet` can be rebuilt from the run
 directories at any time; `load_store` reuses them and re-reads only the runs whose files changed
 (each run's file sizes and mtimes are kept as a signature in runs.parquet).
@@ -12,6 +14,7 @@ kept and flagged, never dropped.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 import warnings
@@ -29,8 +32,8 @@ from analysis.errors import AnalysisError, LoadWarning
 from analysis.run_dir import (RUN_FILES, SIGNATURE, _normalise_curves, _read_run_arrow, flatten,  # noqa: F401
                               read_metrics, read_run, signature)
 
-__all__ = ["RUN_FILES", "build_tables", "flatten", "load_store", "read_metrics", "read_run", "run_dirs", "signature",
-           "write_tables"]
+__all__ = ["RUN_FILES", "build_tables", "experiments", "flatten", "load_store", "read_metrics", "read_run", "run_dirs",
+           "select_experiment", "signature", "write_tables"]
 
 RUNS_FILE, CURVES_FILE = "runs.parquet", "curves.parquet"
 STATES = ("pending", "running", "done", "diverged", "failed", "incomplete")
@@ -42,21 +45,23 @@ _SIG = SIGNATURE
 
 
 def run_dirs(store: str | Path) -> list[Path]:
-    """Subdirectories that look like runs (hold at least one of the run files), sorted by name."""
+    """Subdirectories that look like runs (hold at least one of the run files), sorted by name; names
+    starting with "_" or "." are the store's own (_experiments, _superseded, ...), never runs."""
     store = Path(store)
     if not store.is_dir():
         raise AnalysisError(f"store {str(store)!r} is not a directory")
     out = []
     with os.scandir(store) as it:
         for e in it:
-            if e.is_dir() and any(os.path.exists(os.path.join(e.path, f)) for f in RUN_FILES):
+            if e.is_dir() and not e.name.startswith(("_", ".")) and \
+                    any(os.path.exists(os.path.join(e.path, f)) for f in RUN_FILES):
                 out.append(Path(e.path))
     return sorted(out, key=lambda p: p.name)
 
 
 SUMMARY_FIELDS = ("steps", "tokens", "final_train_loss", "final_val_loss", "best_val_loss", "wall_time_s",
                   "n_params", "n_params_nonembedding", "flops_per_token", "diverged_step", "diverge_reason")
-_HEAD = ("run_id", "state", "diverged", "error") + SUMMARY_FIELDS
+_HEAD = ("run_id", "state", "experiment", "diverged", "error") + SUMMARY_FIELDS
 _TAIL = ("has_config", "n_metric_rows", "n_bad_lines", "last_step", _SIG)
 
 
@@ -236,3 +241,69 @@ def load_store(stores: str | Path | Iterable[str | Path], refresh: str = "auto",
         if col in curves:
             curves[col] = curves[col].astype("category")
     return runs, curves
+
+
+# ---------------------------------------------------------------- experiments of a store
+
+EXPERIMENTS = "_experiments"
+
+
+def experiments(store: str | Path) -> list[str]:
+    """Names of the experiments recorded in a store (<store>/_experiments/<name>.json)."""
+    d = Path(store) / EXPERIMENTS
+    return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+
+
+def _manifest_ids(store: Path, name: str) -> list[str] | None:
+    path = store / EXPERIMENTS / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise AnalysisError(f"experiment manifest {str(path)!r} is unreadable: {e}") from e
+    ids = manifest.get("runs") if isinstance(manifest, dict) else None
+    if not isinstance(ids, list):
+        raise AnalysisError(f"experiment manifest {str(path)!r} has no list of run ids under 'runs'")
+    return [str(i) for i in ids]
+
+
+def select_experiment(runs: pd.DataFrame, curves: pd.DataFrame, name: str,
+                      stores: str | Path | Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs (and their curves) of one experiment: the run ids its manifest lists in each store
+    (as `scaling sweep status --experiment` selects them), or, in a store without that manifest, the
+    runs whose run.json names it (the `experiment` column). Raises when no store knows the experiment."""
+    paths = [Path(stores)] if isinstance(stores, (str, Path)) else [Path(s) for s in stores]
+    keep = np.zeros(len(runs), bool)
+    found = False
+    rid = runs["run_id"].astype(str).to_numpy()
+    where = runs["store"].astype(str).to_numpy() if "store" in runs else np.full(len(runs), str(paths[0]))
+    for p in paths:
+        in_store = where == str(p)
+        ids = _manifest_ids(p, name)
+        if ids is not None:
+            found = True
+            keep |= in_store & np.isin(rid, ids)
+        elif "experiment" in runs:
+            hit = in_store & (runs["experiment"].astype(str).to_numpy() == name)
+            found |= bool(hit.any())
+            keep |= hit
+    if not found:
+        known = sorted({e for p in paths for e in experiments(p)} |
+                       (set(runs["experiment"].dropna().astype(str)) if "experiment" in runs else set()))
+        raise AnalysisError(f"no experiment {name!r} in {', '.join(map(str, paths))} "
+                            f"(recorded: {', '.join(known) or 'none'})")
+    sel = runs[keep].reset_index(drop=True)
+    if curves is None or curves.empty or "run_id" not in curves:
+        return sel, curves
+    ckey = curves["run_id"].astype(str)
+    if "store" in curves and "store" in sel:
+        pairs = set(zip(sel["store"].astype(str), sel["run_id"].astype(str)))
+        cmask = np.array([(s, r) in pairs for s, r in zip(curves["store"].astype(str), ckey)], bool)
+    else:
+        cmask = ckey.isin(set(sel["run_id"].astype(str))).to_numpy()
+    out = curves[cmask].reset_index(drop=True)
+    for col in ("store", "run_id"):
+        if col in out and isinstance(out[col].dtype, pd.CategoricalDtype):
+            out[col] = out[col].cat.remove_unused_categories()
+    return sel, out

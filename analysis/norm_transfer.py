@@ -14,36 +14,54 @@ Workflow, on one row per (run, horizon):
 
 from __future__ import annotations
 
+import warnings as pywarnings
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import percentile_interval
-from analysis.errors import AnalysisError
+from analysis.errors import AnalysisError, AnalysisWarning
 from analysis.fit import Fit
 from analysis.optimum import find_optima
 from analysis.powerlaw import fit_log_linear, fit_power_law
-from analysis.validate import as_list, require_columns, require_frame
+from analysis.validate import as_list, public, require_columns, require_frame
 
 
+@public
 def at_horizons(curves: pd.DataFrame, runs: pd.DataFrame, value_cols: Sequence[str] = ("val_loss",),
                 config_cols: Sequence[str] = (), horizon: str = "tokens", require: str | None = None,
                 smooth: float = 0.0) -> pd.DataFrame:
     """One row per (run, horizon) from the curves rows where `require` (default: the first value
     column) is logged, joined with config_cols from runs. Values logged on separate lines at the same
     horizon (a training line with the norms, an eval line with val_loss) are merged. smooth > 0: each
-    value becomes the mean over that run's rows within +-smooth horizon units, and <col>_sd their spread."""
+    value becomes the mean over that run's rows within +-smooth horizon units, and <col>_sd their spread.
+    Curves of runs absent from `runs` are dropped with an AnalysisWarning naming some (they have no
+    config to group them by); none left raises."""
     value_cols = list(value_cols)
     require = require or value_cols[0]
     what = "at_horizons"
+    require_frame(curves, f"{what} (curves)")
+    require_frame(runs, f"{what} (runs)")
     require_columns(curves, ["run_id", horizon, *value_cols], what)
     require_columns(runs, ["run_id", *config_cols], what)
     rows = curves[["run_id", horizon, *value_cols]].copy()
     rows["run_id"] = rows["run_id"].astype(str)
+    known = set(runs["run_id"].astype(str))
+    orphan = ~rows["run_id"].isin(known)
+    if orphan.any():
+        ids = sorted(rows.loc[orphan, "run_id"].unique())
+        pywarnings.warn(f"{what}: curves of {len(ids)} run(s) absent from the runs table dropped "
+                        f"({', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}): they have no config", AnalysisWarning,
+                        stacklevel=3)
+        rows = rows[~orphan]
+        if rows.empty:
+            raise AnalysisError(f"{what}: no curve rows belong to a run of the runs table")
     if rows.duplicated(["run_id", horizon]).any():  # train and eval lines of one step: merge their values
         rows = rows.groupby(["run_id", horizon], sort=False, as_index=False).first()
     rows = rows[rows[require].notna()]
+    if rows.empty:
+        raise AnalysisError(f"{what}: no curve row logs {require!r}")
     if smooth > 0:
         parts = []
         for rid, g in rows.groupby("run_id", sort=False):
@@ -56,10 +74,11 @@ def at_horizons(curves: pd.DataFrame, runs: pd.DataFrame, value_cols: Sequence[s
                 g[c] = [np.nanmean(v[a:b]) for a, b in zip(lo, hi)]
             parts.append(g)
         rows = pd.concat(parts) if parts else rows
-    cfg = runs[["run_id", *config_cols]].astype({"run_id": str})
-    return rows.merge(cfg, on="run_id", how="left").reset_index(drop=True)
+    cfg = runs[["run_id", *config_cols]].astype({"run_id": str}).drop_duplicates("run_id")
+    return rows.merge(cfg, on="run_id", how="inner").reset_index(drop=True)
 
 
+@public
 def optimal_norms(table: pd.DataFrame, norm: str = "output_norm", loss: str = "loss", lr: str = "lr",
                   by: str | Sequence[str] = ("B", "D"), *, k: int = 7, intercept: float | None = None,
                   weights: str | None = None, n_boot: int = 200, seed: int = 0, empty: str = "raise") -> pd.DataFrame:
@@ -80,8 +99,9 @@ def optimal_norms(table: pd.DataFrame, norm: str = "output_norm", loss: str = "l
         m = np.ones(len(table), bool)
         for b in by:
             m &= (table[b] == r[b]).to_numpy()
-        g = table[m & np.isfinite(table[loss].to_numpy(float))]
-        lr_opt.append(float(g[lr].iloc[np.argmin(np.abs(np.log2(g[norm].to_numpy(float)) - r["u_opt"]))]))
+        g = table[m & np.isfinite(table[loss].to_numpy(float)) & (table[norm].to_numpy(float) > 0)]
+        lr_opt.append(float(g[lr].iloc[np.argmin(np.abs(np.log2(g[norm].to_numpy(float)) - r["u_opt"]))])
+                      if len(g) else np.nan)
     out = opt.rename(columns={"x_opt": "norm_opt", "u_opt": "log2_norm_opt", "y_opt": "loss_opt"})
     with np.errstate(divide="ignore"):  # an edge optimum's one-sided interval reaches 0 or inf
         out["log2_norm_lo"], out["log2_norm_hi"] = np.log2(out.pop("x_lo")), np.log2(out.pop("x_hi"))
@@ -89,14 +109,19 @@ def optimal_norms(table: pd.DataFrame, norm: str = "output_norm", loss: str = "l
     return out
 
 
+@public
 def norm_per_horizon(optima: pd.DataFrame, horizon: str = "D", batch: str = "B") -> pd.DataFrame:
     """Per horizon: B* (lowest optimal loss over batch sizes), its optimal norm, lr and flags.
-    b_at_edge marks B* at the smallest or largest batch tried."""
-    require_columns(optima, [horizon, batch, "loss_opt", "log2_norm_opt", "lr_opt"], "norm_per_horizon")
-    rows = []
+    b_at_edge marks B* at the smallest or largest batch tried. A horizon without a finite optimum is
+    skipped with an AnalysisWarning; none left raises."""
+    what = "norm_per_horizon"
+    require_frame(optima, what)
+    require_columns(optima, [horizon, batch, "loss_opt", "log2_norm_opt", "lr_opt"], what)
+    rows, skipped = [], []
     for h, g in optima.groupby(horizon, sort=True):
         g = g[np.isfinite(g["loss_opt"])]
         if g.empty:
+            skipped.append(h)
             continue
         best = g.loc[g["loss_opt"].idxmin()]
         bs = np.sort(g[batch].unique())
@@ -104,9 +129,16 @@ def norm_per_horizon(optima: pd.DataFrame, horizon: str = "D", batch: str = "B")
                      "log2_norm_opt": best["log2_norm_opt"], "log2_norm_lo": best.get("log2_norm_lo", np.nan),
                      "log2_norm_hi": best.get("log2_norm_hi", np.nan), "lr_opt": best["lr_opt"],
                      "norm_ok": bool(best.get("ok", True)), "b_at_edge": best[batch] in (bs[0], bs[-1])})
+    if skipped:
+        shown = ", ".join(f"{h:g}" if isinstance(h, (int, float)) else str(h) for h in skipped[:4])
+        pywarnings.warn(f"{what}: {len(skipped)} horizon(s) without a finite optimum skipped ({horizon}={shown})",
+                        AnalysisWarning, stacklevel=3)
+    if not rows:
+        raise AnalysisError(f"{what}: no horizon has a finite optimum")
     return pd.DataFrame(rows)
 
 
+@public
 def norm_transfer_summary(per: pd.DataFrame, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> dict:
     """Mean, spread and bootstrap interval (over horizons) of the optimal log2 norm at B*."""
     v = per["log2_norm_opt"].to_numpy(float)
@@ -120,6 +152,7 @@ def norm_transfer_summary(per: pd.DataFrame, seed: int = 0, n_boot: int = 2000, 
             "n_horizons": int(v.size)}
 
 
+@public
 def fit_lr_joint(optima: pd.DataFrame, lr: str = "lr_opt", batch: str = "B", horizon: str = "D",
                  only_ok: bool = True, **kwargs) -> Fit:
     """log2 eta*(B, D) = alpha log2 B + beta log2 D + gamma by OLS over all (B, D) optima (paper Fig. 3b).
@@ -130,6 +163,7 @@ def fit_lr_joint(optima: pd.DataFrame, lr: str = "lr_opt", batch: str = "B", hor
     return fit
 
 
+@public
 def fit_bstar(per: pd.DataFrame, horizon: str = "D", batch: str = "B_opt", **kwargs) -> Fit:
     """B*(D) = a D^b (paper Fig. 7b)."""
     fit = fit_power_law(per.reset_index(drop=True), horizon, batch, name="bstar", **kwargs)
@@ -138,10 +172,12 @@ def fit_bstar(per: pd.DataFrame, horizon: str = "D", batch: str = "B_opt", **kwa
     return fit
 
 
+@public
 def first_band_horizon(table: pd.DataFrame, norm: str = "output_norm", horizon: str = "D", run: str = "run_id",
                        band: tuple[float, float] = (6.8, 7.2), keep: Sequence[str] = ("B", "lr")) -> pd.DataFrame:
     """Per run, the first horizon at which log2(norm) reaches the band's lower edge (NaN if never);
     in_band tells whether the norm there is still below the upper edge."""
+    require_frame(table, "first_band_horizon")
     require_columns(table, [norm, horizon, run, *keep], "first_band_horizon")
     rows = []
     for rid, g in table.sort_values(horizon).groupby(run, sort=False):
@@ -154,6 +190,7 @@ def first_band_horizon(table: pd.DataFrame, norm: str = "output_norm", horizon: 
     return pd.DataFrame(rows)
 
 
+@public
 def fit_first_band(first: pd.DataFrame, lr: str = "lr", batch: str = "B", horizon: str = "D_first",
                    **kwargs) -> Fit:
     """Free fit log2 eta = c log2 B + beta log2 D_first + gamma (paper Fig. 3a; heuristic c = 1.5, beta = -1)."""

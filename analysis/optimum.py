@@ -17,15 +17,16 @@ a one-sided interval: [x_opt, inf) at the high edge, (0, x_opt] at the low edge.
 from __future__ import annotations
 
 import math
+import warnings as pywarnings
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.interpolate import Akima1DInterpolator
 
-from analysis.errors import AnalysisError
+from analysis.errors import AnalysisError, AnalysisWarning
 from analysis.grid import snap_relative
-from analysis.validate import as_list, group_label, numeric, require_columns, require_frame
+from analysis.validate import as_list, group_label, iter_groups, numeric, public, require_columns, require_frame
 
 METHODS = ("argmin", "quadratic", "akima")
 
@@ -101,6 +102,7 @@ def _resolution(u: np.ndarray, u_opt: float) -> tuple[float, float]:
     return (float(lo), float(hi))
 
 
+@public
 def find_optima(df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] = (), *, method: str = "quadratic",
                 k: int = 5, seed_col: str | None = None, base: float = 2.0, log_x: bool = True,
                 intercept: float | None = None, weights: str | None = None, diverged_col: str | None = None,
@@ -115,7 +117,8 @@ def find_optima(df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] = (), 
     quadratic coef_a, coef_b, coef_c (y = a u^2 + b u + c). A group without finite points raises
     (empty="raise") or gets a row of NaN with ok=False and interval "no finite points" (empty="keep").
     With return_samples, also an (n_boot, n_groups) array of bootstrap x_opt replicates (NaN where the
-    group has no bootstrap).
+    group has no bootstrap). Rows with a non-finite x or a NaN group key (e.g. config columns of runs
+    missing from the runs table) are dropped with an AnalysisWarning; if none remain it raises.
     """
     by = as_list(by)
     what = f"find_optima({y} over {x})"
@@ -124,7 +127,15 @@ def find_optima(df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] = (), 
     if method not in METHODS:
         raise AnalysisError(f"{what}: method={method!r} must be one of {', '.join(METHODS)}")
     work = df.copy()
-    work["_x"] = snap_relative(numeric(work, x, what), snap_rtol)
+    xv = numeric(work, x, what)
+    if not np.isfinite(xv).all():
+        bad_x = ~np.isfinite(xv)
+        pywarnings.warn(f"{what}: {int(bad_x.sum())} row(s) with a non-finite {x!r} dropped (runs missing from the "
+                        "runs table?)", AnalysisWarning, stacklevel=2)
+        work, xv = work[~bad_x], xv[~bad_x]
+        if work.empty:
+            raise AnalysisError(f"{what}: column {x!r} has no finite values")
+    work["_x"] = snap_relative(xv, snap_rtol)
     work["_y"] = numeric(work, y, what)
     bad = ~np.isfinite(work["_y"].to_numpy())
     if diverged_col is not None:
@@ -137,10 +148,8 @@ def find_optima(df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] = (), 
                                 "the optimum is taken in log x (pass log_x=False for a linear axis)")
     rng = np.random.default_rng(seed)
     rows, samples = [], []
-    groups = work.groupby(by, sort=True, dropna=False) if by else [((), work)]
-    for key, g in groups:
-        label = group_label(by, key) if by else "all rows"
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+    for key, label, g in iter_groups(work, by, what):
+        row = dict(zip(by, key))
         try:
             res, samp = _one_group(g, method, k, seed_col, base, log_x, intercept, weights, n_boot, level, rng,
                                    label, what)
@@ -151,6 +160,8 @@ def find_optima(df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] = (), 
         row.update(res)
         rows.append(row)
         samples.append(samp)
+    if not rows:
+        raise AnalysisError(f"{what}: no group left (every row has a NaN in {', '.join(map(repr, by))})")
     table = pd.DataFrame(rows)
     if return_samples:
         return table, np.column_stack(samples) if samples else np.empty((n_boot, 0))
@@ -228,6 +239,7 @@ def _empty_row(n_diverged: int) -> dict:
             "coef_c": np.nan}
 
 
+@public
 def optimum_warnings(optima: pd.DataFrame, by: Sequence[str]) -> list[str]:
     """Plain-language warnings for optima at the grid edge or from downward-opening parabolas."""
     out = []

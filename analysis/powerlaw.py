@@ -18,7 +18,7 @@ import pandas as pd
 from analysis.bootstrap import cluster_weights, resample_weights, summarize
 from analysis.errors import AnalysisError
 from analysis.fit import Fit
-from analysis.validate import as_list, positive, require_columns, require_frame
+from analysis.validate import as_list, positive, public, require_columns, require_frame
 
 
 def _wls(X: np.ndarray, y: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -35,15 +35,21 @@ def _wls(X: np.ndarray, y: np.ndarray, W: np.ndarray) -> np.ndarray:
     return coef
 
 
+@public
 def fit_log_linear(df: pd.DataFrame, y: str, xs: str | Sequence[str], *, base: float = math.e, n_boot: int = 1000,
                    level: float = 0.95, seed: int = 0, cluster: str | None = None, weights: str | None = None,
-                   y_samples: np.ndarray | None = None, name: str = "log_linear") -> Fit:
+                   y_samples: np.ndarray | None = None, name: str = "log_linear", min_decades: float = 0.1) -> Fit:
     """OLS of log_base(y) on log_base of each column in xs plus an intercept.
 
     Params: one slope per x column (keyed by the column name) and "intercept". cluster: resample
     whole clusters (rows sharing this column's value) instead of rows. weights: a column of
     non-negative row weights. y_samples: (R, n) replicate values of y (e.g. bootstrap optima), one
     drawn per bootstrap replicate. r2 is computed in log space.
+
+    A regressor spanning less than min_decades (default 0.1, a factor 1.26) cannot carry an exponent:
+    its term is left out, its slope (and interval) is NaN with a warning, and the intercept holds it at
+    its geometric mean (details["held_fixed"]); with every regressor that narrow it raises. One spanning
+    less than half a decade is kept with a warning.
     """
     xs = as_list(xs)
     what = f"fit_log_linear({y} ~ {', '.join(xs)})"
@@ -53,7 +59,14 @@ def fit_log_linear(df: pd.DataFrame, y: str, xs: str | Sequence[str], *, base: f
         raise AnalysisError(f"{what}: {len(df)} rows, need at least {len(xs) + 2} to fit and judge the fit")
     lb = math.log(base)
     Y = np.log(positive(df, y, what)) / lb
-    X = np.column_stack([np.log(positive(df, x, what)) / lb for x in xs] + [np.ones(len(df))])
+    logs = {x: np.log(positive(df, x, what)) / lb for x in xs}
+    decades = {x: float(np.ptp(v) * lb / math.log(10)) for x, v in logs.items()}
+    held = {x: float(base ** np.mean(logs[x])) for x in xs if decades[x] < min_decades}
+    kept = [x for x in xs if x not in held]
+    if not kept:
+        raise AnalysisError(f"{what}: {', '.join(f'{x!r} spans only {decades[x]:.2f} decades' for x in xs)} "
+                            f"(min_decades={min_decades}): no exponent can be fitted (the design is singular)")
+    X = np.column_stack([logs[x] for x in kept] + [np.ones(len(df))])
     w = np.ones(len(df)) if weights is None else df[weights].to_numpy(float)
     coef = _wls(X, Y, w[None])[0]
     if not np.all(np.isfinite(coef)):
@@ -62,16 +75,20 @@ def fit_log_linear(df: pd.DataFrame, y: str, xs: str | Sequence[str], *, base: f
     ss_tot = np.sum(w * (Y - np.average(Y, weights=w)) ** 2)
     r2 = float(1 - np.sum(w * resid**2) / ss_tot) if ss_tot > 0 else float("nan")
     keys = [*xs, "intercept"]
-    params = dict(zip(keys, map(float, coef)))
+    fitted = dict(zip([*kept, "intercept"], map(float, coef)))
+    params = {k: fitted.get(k, float("nan")) for k in keys}
     warnings = []
     for x in xs:
-        decades = np.ptp(np.log10(df[x].to_numpy(float)))
-        if decades < 0.5:  # less than a factor ~3
-            warnings.append(f"{x} spans only {decades:.2f} decades: the exponent is poorly constrained")
+        if x in held:
+            warnings.append(f"{x} spans only {decades[x]:.2f} decades (< min_decades={min_decades}): its term is left "
+                            f"out and its exponent is NaN; the intercept holds {x} at {held[x]:.4g}")
+        elif decades[x] < 0.5:  # less than a factor ~3
+            warnings.append(f"{x} spans only {decades[x]:.2f} decades: the exponent is poorly constrained")
     fit = Fit(name, params, r2=r2, n=len(df), objective=float(np.sum(w * resid**2)), warnings=warnings,
               details={"base": base, "y": y, "xs": xs, "method": "OLS in log space",
                        "objective": "weighted SSE of log y",
-                       "residual_sd": float(np.sqrt(np.sum(w * resid**2) / max(len(df) - len(keys), 1)))})
+                       "residual_sd": float(np.sqrt(np.sum(w * resid**2) / max(len(df) - X.shape[1], 1))),
+                       "held_fixed": held})
     if n_boot > 0:
         rng = np.random.default_rng(seed)
         Wb = resample_weights(len(df), n_boot, rng) if cluster is None else \
@@ -84,10 +101,13 @@ def fit_log_linear(df: pd.DataFrame, y: str, xs: str | Sequence[str], *, base: f
             draws = ys[rng.integers(0, ys.shape[0], n_boot)]
             bad = ~(np.isfinite(draws) & (draws > 0))
             Yb = np.log(np.where(bad, df[y].to_numpy(float)[None], draws)) / lb
-        samples = pd.DataFrame(_wls(X, Yb, Wb * w[None]), columns=keys)
+        samples = pd.DataFrame(_wls(X, Yb, Wb * w[None]), columns=[*kept, "intercept"])
+        for x in held:
+            samples[x] = np.nan
+        samples = samples[keys]
         fit.samples = samples
         fit.ci, fit.se = summarize(samples, level)
-        n_bad = int(samples.isna().any(axis=1).sum())
+        n_bad = int(samples[[*kept, "intercept"]].isna().any(axis=1).sum())
         fit.details["bootstrap"] = {"n_boot": n_boot, "seed": seed, "level": level, "singular_replicates": n_bad,
                                     "resample": "clusters of " + cluster if cluster else "rows",
                                     "y_replicates": y_samples is not None}
@@ -96,16 +116,18 @@ def fit_log_linear(df: pd.DataFrame, y: str, xs: str | Sequence[str], *, base: f
     return fit
 
 
+@public
 def fit_power_law(df: pd.DataFrame, x: str, y: str, **kwargs) -> Fit:
     """y = a * x^b by OLS of log y on log x. Params: a, b (with bootstrap CIs); r2 in log space.
     Accepts the keyword arguments of fit_log_linear (n_boot, level, seed, cluster, weights, y_samples)."""
     kwargs.setdefault("name", "power_law")
     base = kwargs.pop("base", math.e)
     fit = fit_log_linear(df, y, [x], base=base, **kwargs)
-    fit.params = {"a": float(base ** fit.params["intercept"]), "b": fit.params[x]}
-    if fit.samples is not None:
-        fit.samples = pd.DataFrame({"a": base ** fit.samples["intercept"], "b": fit.samples[x]})
-        fit.ci, fit.se = summarize(fit.samples, kwargs.get("level", 0.95))
+    with np.errstate(over="ignore"):  # a replicate intercept of a law the data do not determine can overflow
+        fit.params = {"a": float(base ** fit.params["intercept"]), "b": fit.params[x]}
+        if fit.samples is not None:
+            fit.samples = pd.DataFrame({"a": base ** fit.samples["intercept"], "b": fit.samples[x]})
+            fit.ci, fit.se = summarize(fit.samples, kwargs.get("level", 0.95))
     fit.details["form"] = f"{y} = a * {x}^b"
     return fit
 
@@ -115,8 +137,10 @@ def predict_power_law(fit: Fit, x) -> np.ndarray:
 
 
 def predict_log_linear(fit: Fit, df: pd.DataFrame) -> np.ndarray:
-    """y predicted by a fit_log_linear result for the x columns of df."""
+    """y predicted by a fit_log_linear result for the x columns of df (its params hold "intercept", or a
+    prefactor "a" as fit_steplaw's lr law does)."""
     base = fit.details["base"]
     lb = math.log(base)
-    z = fit.params["intercept"] + sum(fit.params[x] * np.log(df[x].to_numpy(float)) / lb for x in fit.details["xs"])
+    icpt = fit.params["intercept"] if "intercept" in fit.params else math.log(fit.params["a"]) / lb
+    z = icpt + sum(fit.params[x] * np.log(df[x].to_numpy(float)) / lb for x in fit.details["xs"])
     return base**z

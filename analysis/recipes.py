@@ -19,6 +19,8 @@ from analysis.errors import AnalysisError
 from analysis.recipes_compute import chinchilla, critical_batch, isoflop
 from analysis.recipes_lr import lr_transfer
 from analysis.recipes_norm import norm_transfer
+from analysis.recipes_optim import optimizer_comparison
+from analysis.recipes_training import curve_collapse, schedule_law, shared_exponent_speedup, wd_timescale
 
 RECIPES: dict[str, Callable[..., dict]] = {
     "lr_transfer": lr_transfer,
@@ -26,6 +28,11 @@ RECIPES: dict[str, Callable[..., dict]] = {
     "chinchilla": chinchilla,
     "isoflop": isoflop,
     "critical_batch": critical_batch,
+    "optimizer_comparison": optimizer_comparison,
+    "wd_timescale": wd_timescale,
+    "schedule_law": schedule_law,
+    "shared_exponent_speedup": shared_exponent_speedup,
+    "curve_collapse": curve_collapse,
 }
 
 

@@ -26,6 +26,8 @@ def _nd_loss(runs, n, d, loss, warnings):
 def chinchilla(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path | None = None, *,
                n: str = "n_params", d: str = "tokens", loss: str | None = None, starts="epoch", n_boot: int = 1000,
                budgets=(1e18, 1e19, 1e20, 1e21), seed: int = 0) -> dict:
+    """Chinchilla Approach 3: L(N, D) = E + A/N^alpha + B/D^beta on finished runs, and the compute-optimal
+    N and D at each of `budgets`; loss defaults to final_val_loss, else best_val_loss, else final_train_loss."""
     warnings: list[str] = []
     counts = state_counts(runs)
     data, loss = _nd_loss(runs, n, d, loss, warnings)
@@ -48,7 +50,10 @@ def chinchilla(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path | N
 
 def isoflop(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path | None = None, *, n: str = "n_params",
             d: str = "tokens", compute: str | None = None, loss: str | None = None, n_boot: int = 1000,
-            seed: int = 0) -> dict:
+            exclude_unstable: bool = True, seed: int = 0) -> dict:
+    """Chinchilla Approach 2: per compute budget (C = 6 N D unless `compute` names a column) the vertex of
+    the IsoFLOP parabola, then N_opt ~ C^a and D_opt ~ C^b over the budgets whose vertex is trustworthy
+    (exclude_unstable=false keeps budgets whose bootstrap vertices leave the sampled N, warned)."""
     warnings: list[str] = []
     counts = state_counts(runs)
     data, loss = _nd_loss(runs, n, d, loss, warnings)
@@ -58,7 +63,8 @@ def isoflop(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path | None
     result = {}
 
     def run():
-        result["table"], fit = fit_approach2(data, n, loss, compute, n_boot=n_boot, seed=seed)
+        result["table"], fit = fit_approach2(data, n, loss, compute, n_boot=n_boot, seed=seed,
+                                             exclude_unstable=exclude_unstable)
         return fit
 
     fit = guarded("IsoFLOP (Approach 2)", run, warnings)
@@ -71,8 +77,10 @@ def isoflop(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path | None
 
 def critical_batch(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path | None = None, *,
                    target: float, loss: str = "val_loss", batch: str = "run.batch_size", by: str | None = None,
-                   n_boot: int = 1000, seed: int = 0) -> dict:
-    """Steps to reach `target` loss per run, then S(B) = a + b/B (per value of `by` if given)."""
+                   b0: float | None = 256.0, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Steps to reach `target` loss per run (the best run per batch size), then S(B) = a + b/B per value of
+    `by` (e.g. model.width): S_min, B_noise and Zhang et al.'s CBS = 1.2 b0 + b/(5a), b0 in the units
+    of `batch` (256 sequences in the paper; null: the smallest batch tried)."""
     warnings: list[str] = []
     counts = state_counts(runs)
     data = finished_runs(runs, warnings)
@@ -87,7 +95,7 @@ def critical_batch(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path
     for key, g in (table.groupby(by) if by else [("all", table)]):
         best = g.groupby(batch)["steps"].min().reset_index()  # best lr per batch size
         fits[str(key)] = guarded(f"critical batch ({key})", lambda b=best: fit_critical_batch(
-            b, batch, "steps", n_boot=n_boot, seed=seed), warnings)
+            b, batch, "steps", b0=b0, n_boot=n_boot, seed=seed), warnings)
     summary = [{"group": k, "CBS (Zhang)": ci_text(f, "CBS_zhang"), "B_noise": ci_text(f, "B_noise")}
                for k, f in fits.items()]
     return {"recipe": "critical_batch", "runs": counts, "target": target, "steps": table[["run_id", batch, "steps"]],

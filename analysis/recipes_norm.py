@@ -25,6 +25,8 @@ def norm_transfer(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path 
                   loss: str = "val_loss", norm: str = "norm/param/output", horizon: str = "tokens",
                   lr: str = "optim.lr", batch: str = "run.batch_size", k: int = 7, intercept: float | None = None,
                   band_halfwidth: float = 0.2, smooth: float = 0.0, n_boot: int = 500, seed: int = 0) -> dict:
+    """Norm transfer (Filatov et al.): per (batch, horizon) the optimal output norm, per horizon B* and the
+    norm there, the joint law log2 eta*(B, D), B*(D) and the first horizon each run reaches the norm band."""
     warnings: list[str] = []
     require_columns(curves, [loss, norm, horizon], "norm_transfer (curves)")
     require_columns(runs, [lr, batch], "norm_transfer (runs)")

@@ -1,4 +1,9 @@
-"""Read one run directory (config.json, metrics.jsonl, summary.json, status) into a row and a table.
+"""Read one run directory (run.json, config.json, metrics.jsonl, summary.json, status) into a row and a table.
+
+run.json, written by the sweep runner when it registers a run, gives the `experiment` column (the
+experiment that registered the run; a run shared by two experiments is listed in both manifests,
+<store>/_experiments/<name>.json, which is what `select_experiment` reads) and one `coord.<axis>`
+column per swept coordinate (free variables of the sweep included, which config.json does not hold).
 
 State of a run: summary.json present -> its status ("done" | "diverged"); else the status file's state
 if it is pending/running/failed; a run that claims done/diverged without a summary, or has no status
@@ -20,7 +25,7 @@ import pyarrow.json as pa_json
 
 from analysis.errors import LoadWarning
 
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "status")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "status", "run.json")
 SIGNATURE = "_signature"  # column of the runs table holding the run's file signature (cache key)
 
 
@@ -125,8 +130,14 @@ def _read_run_arrow(run_dir: Path) -> tuple[dict, pa.Table]:
     config = _read_json(run_dir / "config.json")
     summary = _read_json(run_dir / "summary.json")
     status = _read_json(run_dir / "status")
+    record = _read_json(run_dir / "run.json")
     table, n_bad = read_metrics(run_dir / "metrics.jsonl")
     row: dict = {"run_id": run_dir.name, "state": _state(status, summary)}
+    if record is not None:
+        row["experiment"] = record.get("experiment")
+        coords = record.get("coords")
+        for k, v in (coords.items() if isinstance(coords, dict) else ()):
+            row[f"coord.{k}"] = json.dumps(v) if isinstance(v, (dict, list)) else v
     row["diverged"] = row["state"] == "diverged"
     row["error"] = (status or {}).get("error")
     for k, v in (summary or {}).items():

@@ -191,3 +191,45 @@ def norm_sweep_store(store: str | Path, context: int = 64, **table_kwargs) -> pd
                 "n_params_nonembedding": 1, "flops_per_token": 1, "diverged_step": None, "diverge_reason": None}
         write_run(Path(store) / rid, cfg, rows, summ, {"state": "done"})
     return table
+
+
+def true_optimizer_lr(name: str, steps: int) -> float:
+    """Ground truth of optimizer_sweep_store: each optimizer's own optimal lr, falling slowly with the horizon."""
+    base = {"adamw": 2.0**-9, "muon": 2.0**-6}.get(name, 2.0**-8)
+    return base * (steps / 256) ** -0.25
+
+
+def optimizer_sweep_store(store: str | Path, speedups: dict | None = None, horizons=(64, 128, 256, 512, 1024),
+                          log2_lr_offsets=tuple(np.arange(-3.0, 3.1, 1.0)), seeds=(0,), noise: float = 0.001,
+                          curvature: float = 0.02, batch_size: int = 32, context: int = 128, E: float = 2.0,
+                          A: float = 40.0, exponent: float = 0.3, width: int = 128, rng_seed: int = 0) -> dict:
+    """Optimizer x learning rate x horizon sweep (one run per point and seed, summary tokens = the horizon).
+
+    Final loss of optimizer o at D tokens and lr: E + A (m_o D)^-exponent + curvature (log2 lr - log2 lr*_o)^2
+    + noise, with m_o = speedups[o] (adamw 1.0, muon 1.4 by default: muon reaches adamw's loss with 1/1.4
+    of the data at every horizon) and lr*_o = true_optimizer_lr(o, steps). The lr grid is centred on each
+    optimizer's own optimum (offsets in log2). Returns {"speedups", "lr_opt": {(o, steps): lr*}}."""
+    speedups = {"adamw": 1.0, "muon": 1.4} if speedups is None else dict(speedups)
+    rng = np.random.default_rng(rng_seed)
+    lr_opt = {}
+    for name, mult in speedups.items():
+        for steps in horizons:
+            opt = true_optimizer_lr(name, steps)
+            lr_opt[(name, steps)] = opt
+            tokens = steps * batch_size * context
+            for off in log2_lr_offsets:
+                lr = float(opt * 2.0**off)
+                for seed in seeds:
+                    final = E + A * (mult * tokens) ** -exponent + curvature * off**2 + noise * rng.standard_normal()
+                    cfg = base_config(width=width, lr=lr, batch_size=batch_size, steps=steps, seed=seed)
+                    cfg["optim"]["name"] = name
+                    cfg["run"]["context"] = context
+                    rows = curve_rows(final, steps, batch_size, context, lr=lr, log_every=max(steps // 8, 1), rng=rng)
+                    rows[-1]["val_loss"] = final
+                    summ = {"status": "done", "steps": steps, "tokens": tokens, "final_train_loss": final,
+                            "final_val_loss": final, "best_val_loss": final, "wall_time_s": 1.0,
+                            "n_params": 12 * width**2 * 4, "n_params_nonembedding": 12 * width**2 * 4,
+                            "flops_per_token": 6 * 12 * width**2 * 4, "diverged_step": None, "diverge_reason": None}
+                    write_run(Path(store) / f"{name}-s{steps}-lr{off:+.1f}-seed{seed}", cfg, rows, summ,
+                              {"state": "done"})
+    return {"speedups": speedups, "lr_opt": lr_opt}

@@ -174,3 +174,96 @@ def test_isoflop_and_critical_batch_recipes(tmp_path, capsys):
     assert "CBS (Zhang)" in capsys.readouterr().out
     assert cli.main(["critical_batch", "--store", str(cbs), "--out", str(tmp_path / "o3")]) == 2
     assert "target" in capsys.readouterr().err
+
+
+def test_experiment_selection_from_a_store_of_several(tmp_path, capsys):
+    from test_analysis_load import two_experiment_store
+
+    store = two_experiment_store(tmp_path)
+    out = tmp_path / "o"
+    argv = ["lr_transfer", "--store", str(store), "--out", str(out), "--set", "n_boot=0", "--set", "kind=optim.name"]
+    assert cli.main(argv + ["--experiment", "width_sweep"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 runs of experiment 'width_sweep' (5 in the store)" in printed
+    fits = json.loads((out / "fits.json").read_text())
+    assert fits["experiment"] == "width_sweep" and sum(fits["runs"].values()) == 3
+    assert sorted(pd.read_parquet(out / "runs.parquet")["run_id"]) == ["shared", "w-a", "w-b"]
+    assert cli.main(argv) == 0  # no selection: all runs, and a warning that says so
+    assert "the store holds 2 experiments (lr_sweep, width_sweep): all 5 runs are analysed together" in \
+        capsys.readouterr().out
+    assert cli.main(argv + ["--experiment", "nope"]) == 2
+    assert "no experiment 'nope'" in capsys.readouterr().err
+    (store / "_experiments" / "width_sweep.json").write_text(json.dumps(
+        {"name": "width_sweep", "analysis": {"recipe": "lr_transfer", "kind": "optim.name", "n_boot": 0},
+         "runs": ["w-a", "w-b", "shared"]}))
+    assert cli.main(["width_sweep", "--store", str(store), "--out", str(out)]) == 0  # recorded: its own runs
+    assert "3 runs of experiment 'width_sweep'" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def optimizer_store(tmp_path_factory):
+    from analysis.synthetic import optimizer_sweep_store
+
+    store = tmp_path_factory.mktemp("optim_store")
+    truth = optimizer_sweep_store(store, seeds=(0, 1, 2), noise=0.001)
+    return store, truth
+
+
+def test_optimizer_comparison_recipe_end_to_end(optimizer_store, tmp_path, capsys):
+    from analysis.synthetic import true_optimizer_lr
+
+    store, truth = optimizer_store
+    out = tmp_path / "o"
+    assert cli.main(["optimizer_comparison", "--store", str(store), "--out", str(out), "--set", "n_boot=300"]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "optimizer_comparison.png").stat().st_size > 1000
+    fits = json.loads((out / "fits.json").read_text())
+    assert fits["columns"]["seed"] == "run.seed" and fits["baseline"] == "adamw"
+    tuned = pd.DataFrame(fits["tuned"])
+    assert len(tuned) == 10 and not tuned["at_edge"].any()
+    for _, r in tuned.iterrows():  # each optimizer at its own tuned lr
+        steps = round(r["horizon"] / (32 * 128))
+        assert abs(np.log2(r["lr_opt"] / true_optimizer_lr(r["optim.name"], steps))) < 0.25
+        assert r["lr_lo"] <= r["lr_opt"] <= r["lr_hi"]
+    speed = pd.DataFrame(fits["speedups"])
+    assert len(speed) == 5 and (speed["optim.name"] == "muon").all()
+    assert (speed["speedup"] - truth["speedups"]["muon"]).abs().max() < 0.03
+    assert ((speed["speedup_lo"] < 1.4) & (speed["speedup_hi"] > 1.4)).mean() >= 0.6  # 3 seeds: a rough interval
+    assert (speed["speedup_hi"] - speed["speedup_lo"] > 0.01).all()
+    assert speed["interval"].str.startswith("bootstrap over 3 seeds").all()
+    assert "baseline" in printed and "muon" in printed and "[" in printed
+    assert not any("conditional" in w for w in fits["warnings"])
+
+
+def test_optimizer_comparison_with_one_seed_states_its_noise_and_flags_untuned_optimizers(tmp_path, capsys):
+    from analysis.synthetic import optimizer_sweep_store
+
+    store = tmp_path / "s"
+    optimizer_sweep_store(store, horizons=(64, 128, 256, 512), log2_lr_offsets=(-3.0, -2.0, -1.0, 0.0), noise=0.0005)
+    out = tmp_path / "o"
+    assert cli.main(["optimizer_comparison", "--store", str(store), "--out", str(out), "--set", "n_boot=200"]) == 0
+    fits = json.loads((out / "fits.json").read_text())
+    assert any("conditional on the compared losses being exact" in w for w in fits["warnings"])
+    assert any("best lr is at the high edge of the grid" in w for w in fits["warnings"])  # the grid stops at lr*
+    assert cli.main(["optimizer_comparison", "--store", str(store), "--out", str(out), "--set", "n_boot=200",
+                     "--set", "loss_noise=0.0005"]) == 0
+    speed = pd.DataFrame(json.loads((out / "fits.json").read_text())["speedups"])
+    assert speed["interval"].str.startswith("conditional on loss_noise=0.0005").all()
+    assert cli.main(["optimizer_comparison", "--store", str(store), "--out", str(out), "--set", "baseline=sgd"]) == 2
+    assert "baseline 'sgd' is not among the optimizers" in capsys.readouterr().err
+
+
+def test_optimizer_comparison_per_model_size(tmp_path, capsys):
+    from analysis.synthetic import optimizer_sweep_store
+
+    small = dict(horizons=(64, 128, 256, 512), log2_lr_offsets=(-1.0, 0.0, 1.0), noise=0.0)
+    optimizer_sweep_store(tmp_path / "w64", width=64, **small)
+    optimizer_sweep_store(tmp_path / "w256", width=256, speedups={"adamw": 1.0, "muon": 1.2}, **small)
+    argv = ["optimizer_comparison", "--store", str(tmp_path / "w64"), "--store", str(tmp_path / "w256"),
+            "--out", str(tmp_path / "o"), "--set", "n_boot=50"]
+    assert cli.main(argv) == 0  # two model sizes pooled: said, with the column that separates them
+    assert "pass by='model.width'" in capsys.readouterr().out
+    assert cli.main(argv + ["--set", "by=model.width", "--set", "loss_noise=0.001"]) == 0
+    speed = pd.DataFrame(json.loads((tmp_path / "o" / "fits.json").read_text())["speedups"])
+    got = speed.groupby("model.width")["speedup"].mean().to_dict()
+    assert abs(got[64] - 1.4) < 0.02 and abs(got[256] - 1.2) < 0.02

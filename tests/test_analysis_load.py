@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -169,3 +170,57 @@ def test_read_run_and_nan_lines_parse_without_warning(tmp_path):
     assert row["state"] == "done" and len(curves) == len(rows)
     assert np.isinf(curves["train_loss"].iloc[1])
     assert curves["step"].dtype == np.int64
+
+
+def two_experiment_store(root: Path) -> Path:
+    """Runs registered by two experiments the way the sweep runner writes them (run.json, manifests); run
+    `shared` belongs to both (registered by lr_sweep, listed again in width_sweep's manifest)."""
+    store = root / "store"
+    runs = {"lr-a": ("lr_sweep", {"optim.lr": 1e-3, "tokens_budget": 1e6}),
+            "lr-b": ("lr_sweep", {"optim.lr": 2e-3, "tokens_budget": 1e6}),
+            "shared": ("lr_sweep", {"optim.lr": 4e-3, "tokens_budget": 2e6}),
+            "w-a": ("width_sweep", {"model.width": 64}), "w-b": ("width_sweep", {"model.width": 128})}
+    for rid, (exp, coords) in runs.items():
+        d = write_run(store / rid, base_config(lr=coords.get("optim.lr", 3e-3), width=coords.get("model.width", 128)),
+                      curve_rows(3.0, 40, 32), _summary(), {"state": "done"})
+        (d / "run.json").write_text(json.dumps({"id": rid, "schema": 1, "digest": "0" * 64, "coords": coords,
+                                                "experiment": exp, "config": {}}))
+    (store / "_experiments").mkdir()
+    for name, ids in (("lr_sweep", ["lr-a", "lr-b", "shared"]), ("width_sweep", ["w-a", "w-b", "shared"])):
+        (store / "_experiments" / f"{name}.json").write_text(json.dumps({"name": name, "analysis": None, "runs": ids}))
+    return store
+
+
+def test_runs_table_has_the_experiment_and_the_swept_coordinates(tmp_path):
+    store = two_experiment_store(tmp_path)
+    runs, curves = load.load_store(store)
+    r = runs.set_index("run_id")
+    assert list(runs.columns[:4]) == ["run_id", "store", "state", "experiment"]
+    assert r.loc["lr-a", "experiment"] == "lr_sweep" and r.loc["w-b", "experiment"] == "width_sweep"
+    assert r.loc["lr-b", "coord.optim.lr"] == 2e-3 and r.loc["shared", "coord.tokens_budget"] == 2e6  # a free variable
+    assert np.isnan(r.loc["lr-a", "coord.model.width"]) and r.loc["w-a", "coord.model.width"] == 64
+    assert "_experiments" not in set(runs["run_id"])  # the store's own directories are not runs
+    assert load.experiments(store) == ["lr_sweep", "width_sweep"]
+    sel, sel_curves = load.select_experiment(runs, curves, "width_sweep", store)
+    assert sorted(sel["run_id"]) == ["shared", "w-a", "w-b"]  # by its manifest, as `sweep status` selects
+    assert set(sel_curves["run_id"].astype(str)) == {"shared", "w-a", "w-b"}
+    assert set(sel_curves["run_id"].cat.categories) == {"shared", "w-a", "w-b"}
+    with pytest.raises(AnalysisError, match=r"no experiment 'nope' .*\(recorded: lr_sweep, width_sweep\)"):
+        load.select_experiment(runs, curves, "nope", store)
+    (store / "_experiments" / "lr_sweep.json").unlink()  # no manifest: run.json's experiment decides
+    sel, _ = load.select_experiment(runs, curves, "lr_sweep", store)
+    assert sorted(sel["run_id"]) == ["lr-a", "lr-b", "shared"]
+
+
+def test_cache_written_before_run_json_was_read_is_refreshed(tmp_path):
+    store = two_experiment_store(tmp_path)
+    runs, _ = load.load_store(store)
+    assert runs["experiment"].notna().all()
+    # a runs.parquet whose signatures predate run.json (4 files) is re-read, not trusted
+    t = pq.read_table(store / "runs.parquet")
+    old = [s.rsplit("|", 1)[0] for s in t["_signature"].to_pylist()]
+    t = t.drop_columns(["experiment"]).set_column(t.schema.get_field_index("_signature") - 1, "_signature",
+                                                  pa.array(old))
+    pq.write_table(t.replace_schema_metadata(pq.read_schema(store / "runs.parquet").metadata), store / "runs.parquet")
+    runs, _ = load.load_store(store)
+    assert runs["experiment"].notna().all()
