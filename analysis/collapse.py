@@ -41,7 +41,7 @@ import pandas as pd
 from analysis.bootstrap import percentile_interval
 from analysis.errors import AnalysisError, AnalysisWarning
 from analysis.fit import Fit
-from analysis.validate import as_list, group_label, numeric, public, require_columns, require_frame
+from analysis.validate import as_list, group_label, is_number, numeric, public, require_columns, require_frame
 
 
 @public
@@ -158,7 +158,7 @@ def curve_collapse(curves: pd.DataFrame, runs: pd.DataFrame | None = None, group
         pywarnings.warn(f"{what}: {len(no_key)} run(s) with no value in {', '.join(map(repr, group))} dropped (a NaN "
                         f"group key; runs missing from the runs table?): {', '.join(no_key[:5])}",
                         AnalysisWarning, stacklevel=2)
-    keys = sorted(set(labels), key=lambda k: tuple((0, float(v)) if _isnum(v) else (1, str(v)) for v in k))
+    keys = sorted(set(labels), key=lambda k: tuple((0, float(v)) if is_number(v) else (1, str(v)) for v in k))
     if len(keys) < 2:
         raise AnalysisError(f"{what}: {len(keys)} group(s) of {', '.join(group)} with usable curves; need at least 2")
     gi = np.array([keys.index(k) for k in labels])
@@ -236,10 +236,3 @@ def curve_collapse(curves: pd.DataFrame, runs: pd.DataFrame | None = None, group
                                     "method": "resample seeds within each group"}
     return table, fit
 
-
-def _isnum(v) -> bool:
-    try:
-        float(v)
-        return True
-    except (TypeError, ValueError):
-        return False

@@ -175,3 +175,12 @@ def pooled_groups(df: pd.DataFrame, x: str | Sequence[str], y: str, seed_col: st
     elif not seed_col:
         msg += " (pass seed_col= if they are seeds)"
     return msg
+
+
+def is_number(v) -> bool:
+    """Whether float(v) works (group labels sort numbers before strings)."""
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False

@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from analysis.validate import is_number
+
 CMAP = "viridis"
 
 
@@ -34,22 +36,14 @@ def log2_axis(ax, which: str = "x") -> None:
 def colours(values: Sequence, cmap: str = CMAP) -> dict:
     """Distinct sorted values -> colours along a sequential colormap (dark to light, skipping the
     palest end so every line stays visible on white)."""
-    vals = sorted(set(values), key=lambda v: (float(v) if _isnum(v) else 0, str(v)))
+    vals = sorted(set(values), key=lambda v: (float(v) if is_number(v) else 0, str(v)))
     cm = matplotlib.colormaps[cmap]
     pos = np.linspace(0.0, 0.85, max(len(vals), 1))
     return {v: cm(p) for v, p in zip(vals, pos)}
 
 
-def _isnum(v) -> bool:
-    try:
-        float(v)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
 def fmt_num(v) -> str:
-    if _isnum(v):
+    if is_number(v):
         f = float(v)
         return f"{int(f)}" if f.is_integer() and abs(f) < 1e6 else f"{f:.3g}"
     return str(v)

@@ -7,24 +7,10 @@ width 32). Results and the coordinate check that goes with them: results/quickst
     scaling analyze sweeps/experiments/quickstart_mup_fine.py --store stores/quickstart_mup_fine --out results/quickstart/mup_fine
 """
 
+from sweeps.experiments.quickstart import BASE as QUICKSTART_BASE
 from sweeps.spec import axis, log2_grid, product, zip
 
-BASE = {
-    "model.kind": "mlp",
-    "model.depth": 2,
-    "model.context": 32,
-    "model.window": 8,
-    "optim.name": "adamw",
-    "data.source": "shakespeare",
-    "run.batch_size": 16,
-    "run.steps": 300,
-    "run.warmup_steps": 10,
-    "run.log_every": 25,
-    "run.norms_every": 100,
-    "run.checkpoint_every": 100,
-    "param.kind": "mup",
-    "param.base_width": 32,
-}
+BASE = {**QUICKSTART_BASE, "param.kind": "mup", "param.base_width": 32}
 
 SWEEP = product(
     zip(axis("run.seed", [0, 1]), axis("run.data_seed", [0, 1])),
