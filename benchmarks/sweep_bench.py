@@ -85,7 +85,7 @@ def _overhead(n_runs: str) -> None:
     from sweeps.store import Store
 
     inside = []
-    real_train = train_mod.train
+    real_train = train_mod.train_runs
 
     def timed_train(*a, **k):
         t = time.perf_counter()
@@ -94,7 +94,7 @@ def _overhead(n_runs: str) -> None:
         finally:
             inside.append(time.perf_counter() - t)
 
-    train_mod.train = timed_train
+    train_mod.train_runs = timed_train
     n = int(n_runs)
     with tempfile.TemporaryDirectory() as tmp:
         lrs = [1e-3 * (1 + i / n) for i in range(n + 1)]
@@ -103,11 +103,11 @@ def _overhead(n_runs: str) -> None:
         store = Store(tmp)
         ids = store.register(exp, expand(exp))
         w = worker_mod.Worker(store, ids, worker_mod.WorkerOptions(jax_cache=None))
-        w.try_run(ids[0])  # the first run compiles: excluded
+        w.try_runs([ids[0]])  # the first run compiles: excluded
         inside.clear()
         t = time.perf_counter()
         for run_id in ids[1:]:
-            w.try_run(run_id)
+            w.try_runs([run_id])
         total = time.perf_counter() - t
     per_run = total / n
     train_s = sum(inside) / n
@@ -132,13 +132,13 @@ def _batched(model: str, k: str, steps: str) -> None:
     """K learning rates in one vmapped program, compiled beforehand (constant schedule: a 2-step run
     compiles the same program); tokens/s over whole runs (evaluation and final checkpoints included)."""
     pin()
-    from scaling.batched import train_batched
+    from scaling.train import train_runs
 
     K, S = int(k), int(steps)
     with tempfile.TemporaryDirectory() as tmp:
-        train_batched(_model_cfgs(model, K, 2, tag=10), [f"{tmp}/w{i}" for i in range(K)])
+        train_runs(_model_cfgs(model, K, 2, tag=10), [f"{tmp}/w{i}" for i in range(K)])
         t = time.perf_counter()
-        train_batched(_model_cfgs(model, K, S), [f"{tmp}/b{i}" for i in range(K)])
+        train_runs(_model_cfgs(model, K, S), [f"{tmp}/b{i}" for i in range(K)])
         wall = time.perf_counter() - t
     emit(part="batched", model=model, K=K, steps=S, tok_s=round(_tokens(model, K, S) / wall),
          peak_rss_mb=round(peak_mb()))
@@ -165,7 +165,7 @@ def _batched_memory(model: str, k: str) -> None:
     pin()
     import jax
 
-    from scaling.batched import train_batched
+    from scaling.train import train_runs
     from scaling.data import load_dataset
 
     base = {"small": SMALL, "medium": MEDIUM}[model]
@@ -174,7 +174,7 @@ def _batched_memory(model: str, k: str) -> None:
     jax.numpy.zeros(1).block_until_ready()
     with tempfile.TemporaryDirectory() as tmp:
         if K:
-            train_batched([cfg(base, **{"run.steps": 5, "optim.lr": 1e-3 * (i + 1)}) for i in range(K)],
+            train_runs([cfg(base, **{"run.steps": 5, "optim.lr": 1e-3 * (i + 1)}) for i in range(K)],
                           [f"{tmp}/m{i}" for i in range(K)])
     emit(part="batched_memory", model=model, K=K, peak_rss_mb=round(peak_mb(), 1))
 
@@ -203,7 +203,7 @@ def _memory(n_runs: str) -> None:
         samples = []
         t = time.perf_counter()
         for i, run_id in enumerate(ids, 1):
-            w.try_run(run_id)
+            w.try_runs([run_id])
             samples.append(rss_mb())
             if i == n or i % (n // 5) in (0, 1):
                 emit(part="memory", runs=i, rss_mb=round(samples[-1], 1), elapsed_s=round(time.perf_counter() - t, 1))

@@ -33,7 +33,8 @@ from scaling import models
 from scaling.config import load_config
 from scaling.data import batch as make_batch
 from scaling.data import load_dataset
-from scaling.train import Trainer
+from scaling.program import Program
+from scaling.hyper import program_config
 
 REFERENCE = ["model.width=128", "model.depth=4", "model.n_heads=4", "model.context=128", "model.mlp=gelu",
              "model.mlp_ratio=4", "run.batch_size=32", "optim.name=adamw", "optim.lr=1e-3"]
@@ -43,16 +44,16 @@ REFERENCE = ["model.width=128", "model.depth=4", "model.n_heads=4", "model.conte
 
 
 def jax_runner(cfg, tokens):
-    trainer = Trainer(cfg)
-    params, opt_state = trainer.init_state(jax.random.PRNGKey(0))
+    program = Program(program_config(cfg))
+    hp = program.hyper_values(cfg)
     B, T = cfg.run.batch_size, cfg.model.context
-    state = {"p": params, "o": opt_state}
+    state = {"s": program.init_state(jax.random.PRNGKey(0), cfg)}
 
     def run(steps: int, offset: int) -> float:
         batches = [make_batch(tokens, 0, offset + i, B, T + 1) for i in range(steps)]
         t0 = time.perf_counter()
         for i, b in enumerate(batches):
-            state["p"], state["o"], m = trainer.step(state["p"], state["o"], b, jnp.int32(offset + i), False)
+            state["s"], m = program.step(state["s"], b, jnp.int32(offset + i), False, hp)
         jax.block_until_ready(m["loss"])
         return time.perf_counter() - t0
 

@@ -7,14 +7,15 @@ enforces it for `sweeps`.
 Configs      Config, ConfigError, from_dict, to_dict, load_config
 Identity     IDENTITY_SCHEMA, identity(cfg), digest(cfg), check_same_run(config_json, cfg),
              upgrade(config_dict, schema) (scaling.identity: versioned run identity and its migrations)
-Run files    read_jsonl, write_json_atomic (config.json, metrics.jsonl, summary.json of a run directory)
-Training     train(cfg, out_dir, ...), logged_steps(run_config) (the steps metrics.jsonl holds)
-Batched      batch_key(cfg) (runs with equal keys train together), train_batched(cfgs, out_dirs, ...),
-             MembersOutOfStep
+Run files    read_jsonl, write_json_atomic (config.json, metrics.jsonl, summary.json of a run directory),
+             FINAL_STATES (the summary statuses of a finished run)
+Training     train(cfg, out_dir, ...); train_runs(cfgs, out_dirs, ...) for K >= 1 runs with one
+             batch_key(cfg) (runs with equal keys train together), MembersOutOfStep;
+             logged_steps(run_config) (the steps metrics.jsonl holds)
 
 The training names are resolved when first accessed (PEP 562), so importing this module does not import
 the training loop (a sweep's driver process never trains), and each access reads the current attribute of
-scaling.train / scaling.batched.
+scaling.train.
 """
 
 from __future__ import annotations
@@ -23,20 +24,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from scaling.config import Config, ConfigError, from_dict, load_config, to_dict
-from scaling.identity import IDENTITY_SCHEMA, check_same_run, digest, identity, upgrade
-from scaling.logs import read_jsonl, write_json_atomic
+from scaling.identity import IDENTITY_SCHEMA, check_same_run, digest, flatten, identity, upgrade
+from scaling.logs import FINAL_STATES, read_jsonl, write_json_atomic
 
 if TYPE_CHECKING:
-    from scaling.batched import MembersOutOfStep, batch_key, train_batched
-    from scaling.train import logged_steps, train
+    from scaling.train import MembersOutOfStep, batch_key, logged_steps, train, train_runs
 
-_LAZY = {
-    "train": "scaling.train",
-    "logged_steps": "scaling.train",
-    "batch_key": "scaling.batched",
-    "train_batched": "scaling.batched",
-    "MembersOutOfStep": "scaling.batched",
-}
+_LAZY = {name: "scaling.train" for name in ("train", "train_runs", "logged_steps", "batch_key", "MembersOutOfStep")}
 
 
 def __getattr__(name: str) -> Any:
@@ -50,6 +44,6 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-__all__ = ["Config", "ConfigError", "from_dict", "to_dict", "load_config", "read_jsonl", "write_json_atomic",
-           "IDENTITY_SCHEMA", "identity", "digest", "check_same_run", "upgrade",
-           "train", "logged_steps", "batch_key", "train_batched", "MembersOutOfStep"]
+__all__ = ["Config", "ConfigError", "from_dict", "to_dict", "load_config", "read_jsonl", "write_json_atomic", "FINAL_STATES",
+           "IDENTITY_SCHEMA", "identity", "digest", "check_same_run", "upgrade", "flatten",
+           "train", "train_runs", "logged_steps", "batch_key", "MembersOutOfStep"]

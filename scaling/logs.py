@@ -9,6 +9,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+# summary.json statuses of a finished run: final, and data (a diverged run is never retrained)
+FINAL_STATES = ("done", "diverged")
+
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over the target."""

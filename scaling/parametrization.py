@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from scaling.config import ModelConfig, OptimConfig, ParamConfig
-from scaling.specs import Multipliers, ParamSpec, tree_map_specs
+from scaling.specs import ROLES, Multipliers, ParamSpec, tree_map_specs
 
 ORTHOGONALISED_HIDDEN = ("muon", "manifold_muon")
 
@@ -128,9 +128,15 @@ def init_params(specs: Any, key: jax.Array, param: ParamConfig, model: ModelConf
 # ----------------------------------------------------------------------------- learning rates
 
 
-def lr_multiplier(spec: ParamSpec, param: ParamConfig, optim: OptimConfig) -> float:
-    """Per-leaf multiplier of the optimizer's base lr (the rule times param.lr_mult[role])."""
-    free = param.lr_mult.get(spec.role)
+# the scalars of the param section fed to the compiled step as inputs (scaling.hyper); every other field
+# (kind, base_width, init scales) is static or read only at initialisation
+HYPERPARAMETERS = tuple(f"lr_mult.{r}" for r in ROLES)
+
+
+def lr_multiplier(spec: ParamSpec, param: ParamConfig, optim: OptimConfig, lr_mult: dict | None = None) -> Any:
+    """Per-leaf multiplier of the optimizer's base lr (the rule times the free multiplier of the role:
+    lr_mult["lr_mult.<role>"], a runtime input, default param.lr_mult)."""
+    free = param.lr_mult.get(spec.role) if lr_mult is None else lr_mult[f"lr_mult.{spec.role}"]
     if param.kind == "sp" or optim.name == "scion":
         return free
     m_in, m_out = spec.width_mult_in, spec.width_mult_out
@@ -144,8 +150,8 @@ def lr_multiplier(spec: ParamSpec, param: ParamConfig, optim: OptimConfig) -> fl
     return free * (1.0 / m_in if role in ("hidden", "output") else 1.0)
 
 
-def lr_multipliers(specs: Any, param: ParamConfig, optim: OptimConfig) -> Any:
-    return tree_map_specs(lambda s: lr_multiplier(s, param, optim), specs)
+def lr_multipliers(specs: Any, param: ParamConfig, optim: OptimConfig, lr_mult: dict | None = None) -> Any:
+    return tree_map_specs(lambda s: lr_multiplier(s, param, optim, lr_mult), specs)
 
 
 # ----------------------------------------------------------------------------- forward

@@ -1,389 +1,189 @@
-"""Train one run: `train(config, out_dir) -> summary`.
+"""Train runs: `train(config, out_dir) -> summary`, and `train_runs(configs, out_dirs)` for K >= 1 runs that
+share one compiled program (`batch_key`), trained together as the K = 1 or K > 1 case of one loop.
 
-Writes into out_dir: config.json (resolved, with _meta), metrics.jsonl (one object per logged step),
-ckpt/ (orbax), and summary.json last and atomically. Rerunning on the same directory resumes from
-the newest readable checkpoint; since batches are a pure function of (data seed, step), the resumed
-metrics are bit-identical to an uninterrupted run on CPU. A diverged run is data: it ends with
-summary status "diverged", the step and the reason.
+Each run writes into its own out_dir: config.json (resolved, with _meta), metrics.jsonl (one object per
+logged step), ckpt/ (orbax), and summary.json last and atomically (scaling.record). Rerunning on the same
+directory resumes from the newest readable checkpoint; since batches are a pure function of (data seed,
+step), the resumed metrics are bit-identical to an uninterrupted run on CPU. A diverged run is data: it
+ends with summary status "diverged", the step and the reason.
 
-Row semantics: a row with step s was written after s optimizer updates (tokens = s·B·T).
-`train_loss` is the loss of the batch that update s was computed on (the model after s-1 updates),
-`val_loss` is measured on the fixed validation set (`validation_batches`: the same sequences for every
-batch size and data seed) with the model after s updates.
+One loop for every K (scaling.program: plain jit at K = 1, jit(vmap) over the run axis at K > 1). Members
+differ only in hyperparameter values (scaling.hyper) and seeds; at K > 1 their files match training each
+alone to floating-point tolerance (vmapped matmuls may sum in another order). A member that diverges is
+finished and recorded at once; the program keeps computing its lane (shapes are fixed) but nothing of it
+is logged any more, and the others go on. Members must start at the same step (all fresh, or all resumed
+from checkpoints of the same step): `MembersOutOfStep` is raised otherwise, before anything is written.
+
+Dispatch-ahead: the host dispatches update n+1 before it reads update n's metrics, so logging, the
+divergence test and the next batch overlap the device's work. Divergence is seen one update late; the
+extra update is discarded (never logged or saved), so the recorded diverged step and the files are those
+of a loop that waited. Evaluations at a horizon are dispatched right after their update, checkpoints and
+preemption wait for their step's record. On CPU batching is usually slower than running the members one
+after another (benchmarks/README.md, "Sweeps"): it pays on accelerators, where one small run leaves the
+device idle.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
-import math
-import platform
-import subprocess
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from scaling import data as data_lib
-from scaling import hyper, models, parametrization
-from scaling.checkpoint import Checkpointer
+from scaling import hyper
 from scaling.config import Config, to_dict
 from scaling.identity import check_same_run
-from scaling.logs import MetricsLog, write_json_atomic
-from scaling.norm_log import flatten_for_log, norm_metrics
-from scaling.optim import build_optimizer, leaf_learning_rates
-from scaling.schedules import make_schedule
+from scaling.logs import FINAL_STATES, write_json_atomic
+from scaling.program import Program, TrainState, get_program
+from scaling.record import RunRecord, eval_steps, logged_steps, progress_bar, run_meta, validation_batches
 
-FINAL_STATES = ("done", "diverged")
+__all__ = ["train", "train_runs", "batch_key", "MembersOutOfStep", "eval_steps", "logged_steps",
+           "validation_batches", "FINAL_STATES"]
 
-
-def eval_steps(total: int, per_octave: int) -> list[int]:
-    """Geometric validation horizons round(2^(j/k)) <= total, plus the last step (powers of 2 included)."""
-    steps, j = {total}, 0
-    while (s := round(2 ** (j / per_octave))) <= total:
-        steps.add(s)
-        j += 1
-    return sorted(steps)
+_SCALARS = ("loss", "lr", "grad_norm")  # the metrics read every step (the rest only on norm steps)
 
 
-def logged_steps(run) -> list[int]:
-    """The steps whose rows metrics.jsonl holds once the run (a RunConfig) is done, step 0 included;
-    a diverged run holds those before its diverged step, then that step. Integrity checks use it."""
-    horizons = set(eval_steps(run.steps, run.eval_per_octave))
-    norms_every = run.norms_every or run.log_every
-    return [0] + [n for n in range(1, run.steps + 1)
-                  if n % run.log_every == 0 or n % norms_every == 0 or n in horizons]
+class MembersOutOfStep(ValueError):
+    """The runs of a batch would resume from different steps."""
 
 
-def _meta(cfg: Config, specs: Any) -> dict:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return {**models.count_params(specs), "flops_per_token": models.flops_per_token(cfg.model, specs),
-            "git_sha": sha, "jax": jax.__version__, "optax": optax.__version__, "host": platform.node(),
-            "backend": jax.default_backend()}
-
-
-def _check_same_run(path: Path, resolved: dict) -> None:
-    """Refuse a run directory whose config.json holds another run (scaling.identity: same identity)."""
-    check_same_run(path, resolved)
-
-
-class Trainer:
-    """Everything compiled for one program config (scaling.hyper): the train step, evaluation and
-    initial norms. The step takes the run's hyperparameter values as inputs, so runs that differ only
-    in them (a learning-rate sweep) share one Trainer and its compilations."""
-
-    def __init__(self, cfg: Config, fields: tuple[str, ...] | None = None):
-        """fields: the hyperparameters fed as inputs (default: every nonzero one, scaling.hyper); the
-        others are compile-time constants (the fallback for a builder that branches on a value)."""
-        self.run_cfg = cfg
-        self.fields = hyper.traced_fields(cfg) if fields is None else tuple(fields)
-        self.cfg = hyper.program_config(cfg, self.fields)
-        self.specs = models.param_specs(self.cfg.model, self.cfg.param)
-        self.schedule = make_schedule(self.cfg.run)
-        self.compute_dtype = jnp.bfloat16 if self.cfg.run.compute_dtype == "bfloat16" else None
-        self._step_jit = jax.jit(self._step, donate_argnums=(0, 1))
-        self.evaluate = jax.jit(self._evaluate)
-        self.param_norms = jax.jit(lambda p: norm_metrics(self.specs, p))
-
-    def hyper_values(self, cfg: Config) -> dict:
-        return hyper.values(cfg, self.fields)
-
-    def init_state(self, key: jax.Array, cfg: Config | None = None) -> tuple[Any, Any]:
-        """Parameters and optimizer state of `cfg` (default: the config this Trainer was built from)."""
-        cfg = cfg or self.run_cfg
-        params, specs = models.init(cfg.model, key, cfg.param, cfg.optim)
-        tx = build_optimizer(cfg.optim, specs, parametrization.lr_multipliers(specs, cfg.param, cfg.optim),
-                             self.schedule)
-        return params, tx.init(params)
-
-    def step(self, params, opt_state, tokens_BxT1, step, with_norms, hp: dict | None = None):
-        """One update; hp defaults to the values of the config this Trainer was built from."""
-        hp = self.hyper_values(self.run_cfg) if hp is None else hp
-        return self._step_jit(params, opt_state, tokens_BxT1, step, with_norms, hp)
-
-    def loss(self, params, tokens_BxT1):
-        return models.loss_fn(self.cfg.model, params, tokens_BxT1, param=self.cfg.param,
-                              compute_dtype=self.compute_dtype)
-
-    def _step(self, params, opt_state, tokens_BxT1, step, with_norms, hp):
-        optim, param = hyper.traced_sections(self.cfg, hp)
-        lr_mults = parametrization.lr_multipliers(self.specs, param, optim)
-        tx = build_optimizer(optim, self.specs, lr_mults, self.schedule)
-        loss, grads = jax.value_and_grad(self.loss)(params, tokens_BxT1)
-        grad_norm = optax.tree.norm(grads)
-        clip = self.cfg.run.grad_clip
-        if clip > 0:
-            grads = jax.tree_util.tree_map(lambda g: g * jnp.minimum(1.0, clip / (grad_norm + 1e-12)), grads)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        lr = optim.lr * self.schedule(step)
-        leaf_lrs = leaf_learning_rates(optim, self.specs, lr_mults, self.schedule(step))
-        shapes = jax.eval_shape(lambda: norm_metrics(self.specs, params, updates, leaf_lrs))
-        norms = jax.lax.cond(with_norms, lambda: norm_metrics(self.specs, params, updates, leaf_lrs),
-                             lambda: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
-        return params, opt_state, {"loss": loss, "grad_norm": grad_norm, "lr": lr, **norms}
-
-    def _evaluate(self, params, val):
-        """Mean loss over a validation set (validation_batches): every chunk's mean weighted by its
-        number of sequences, so the result is the mean over all sequences whatever the chunking."""
-        chunks_CxNxT1, rest_RxT1 = val
-        C, N, R = chunks_CxNxT1.shape[0], chunks_CxNxT1.shape[1], rest_RxT1.shape[0]
-        total = jnp.float32(0.0)
-        if C:
-            total = jnp.sum(jax.lax.map(lambda b: self.loss(params, b), chunks_CxNxT1)) * N
-        if R:  # a ragged last chunk: its own shape, weighted by its size
-            total = total + self.loss(params, rest_RxT1) * R
-        return total / (C * N + R)
-
-    def traces(self) -> bool:
-        """Whether the step traces with its hyperparameters as arrays (no Python branch on one)."""
-        params, opt_state = jax.eval_shape(lambda k: self.init_state(k), jax.random.PRNGKey(0))
-        B, T = self.cfg.run.batch_size, self.cfg.model.context
-        try:
-            jax.eval_shape(self._step, params, opt_state, jax.ShapeDtypeStruct((B, T + 1), jnp.int32),
-                           jnp.int32(0), False, self.hyper_values(self.cfg))
-        except Exception:  # noqa: BLE001 - e.g. a Python branch on a traced value; the constant-mode
-            return False     # fallback re-raises any error that is not about the hyperparameter inputs
-        return True
-
-
-@functools.lru_cache(maxsize=16)
-def _traceable_fields(program: Config) -> tuple[str, ...]:
-    """The hyperparameters of this program that can be inputs: all of them, or (when a builder
-    branches in Python on one, e.g. SGD's `if b1 > 0`) the largest set found by adding one at a time."""
-    fields = hyper.traced_fields(program)
-    if Trainer(program).traces():
-        return fields
-    kept: list[str] = []
-    for f in fields:
-        if Trainer(program, tuple(kept + [f])).traces():
-            kept.append(f)
-    return tuple(kept)
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_trainer(program: Config, fields: tuple[str, ...]) -> Trainer:
-    return Trainer(program, fields)
-
-
-def get_trainer(cfg: Config) -> Trainer:
-    """Compiled programs are reused across runs with the same program config (scaling.hyper): a rerun,
-    a resumed run, or another point of a learning-rate sweep. The cache is bounded, so a worker that
-    trains many runs keeps its memory flat."""
-    fields = _traceable_fields(hyper.program_config(cfg))
-    return _cached_trainer(hyper.program_config(cfg, fields), fields)
+def batch_key(cfg: Config) -> tuple:
+    """Runs with equal keys can be trained together: same compiled step, same loop (steps, logging,
+    evaluation, checkpoints) and same data source; the init and data seeds may differ (the validation
+    set, run.eval_tokens and run.eval_seed, is part of the key: members share it)."""
+    run = dataclasses.replace(cfg.run, seed=0, data_seed=0)
+    return hyper.program_config(cfg), run, cfg.data
 
 
 def train(cfg: Config, out_dir: str | Path, *, progress: bool = False,
           should_stop: Callable[[], bool] | None = None) -> dict:
     """Train (or resume, or return the finished summary of) the run in out_dir."""
-    out = Path(out_dir)
-    resolved = to_dict(cfg)
-    summary_path, config_path = out / "summary.json", out / "config.json"
-    if config_path.exists():
-        _check_same_run(config_path, resolved)
-        if summary_path.exists():
-            try:
-                summary = json.loads(summary_path.read_text())
-                if summary.get("status") in FINAL_STATES:
-                    return summary
-            except json.JSONDecodeError:
-                pass  # a torn summary is rewritten below
-    dataset = data_lib.load_dataset(cfg.data, cfg.model.vocab_size)  # input errors before any write
-    trainer = get_trainer(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    if not config_path.exists():
-        write_json_atomic(config_path, {**resolved, "_meta": _meta(cfg, trainer.specs)})
-    return _run(cfg, trainer, dataset, out, progress, should_stop)
+    return train_runs([cfg], [out_dir], progress=progress, should_stop=should_stop)[0]
 
 
-class RunRecord:
-    """Host-side bookkeeping of one run directory: checkpoints, metrics rows, evaluation horizons, the
-    divergence test and the summary. The single-run loop below and the vmapped loop (scaling.batched)
-    both use it, so a run's files do not depend on how it was trained."""
-
-    def __init__(self, cfg: Config, out: Path):
-        run = cfg.run
-        self.cfg, self.out = cfg, out
-        self.tokens_per_step = run.batch_size * cfg.model.context
-        self.horizons = set(eval_steps(run.steps, run.eval_per_octave))
-        self.norms_every = run.norms_every or run.log_every
-        self.ckpt = Checkpointer(out / "ckpt")
-        self.log = MetricsLog(out / "metrics.jsonl")
-        self.status, self.reason, self.diverged_step = "done", None, None
-        self.start, self.initial_loss, self.elapsed_before = 0, math.nan, 0.0
-        self.val_losses: list[float] = []
-        self.last_row: dict = {}
-        self.t_start = time.time()
-
-    def restore(self, params: Any, opt_state: Any) -> tuple[Any, Any]:
-        """The newest readable checkpoint's (params, opt_state), or the given initial ones; metrics.jsonl
-        is cut back to the restored step."""
-        state = {"params": params, "opt_state": opt_state, "step": jnp.int32(0),
-                 "initial_loss": jnp.float32(jnp.nan), "elapsed_s": jnp.float32(0.0)}
-        restored = self.ckpt.restore_latest(state)
-        if restored is not None:
-            state = restored[1]
-        self.start = int(state["step"])
-        self.initial_loss, self.elapsed_before = float(state["initial_loss"]), float(state["elapsed_s"])
-        rows = self.log.restart_at(self.start if self.start > 0 else -1)  # from scratch: step 0 is redone
-        self.val_losses = [r["val_loss"] for r in rows if isinstance(r.get("val_loss"), (int, float))]
-        self.last_row = rows[-1] if rows else {}
-        self.t_start = time.time()
-        return state["params"], state["opt_state"]
-
-    def log_initial(self, val_loss: float, param_norms: dict) -> None:
-        self.last_row = {"step": 0, "tokens": 0, "val_loss": val_loss, **flatten_for_log(param_norms)}
-        self.log.append(self.last_row)
-        self.val_losses.append(val_loss)
-
-    def with_norms(self, n: int) -> bool:
-        return n % self.norms_every == 0 or n in self.horizons
-
-    def after_step(self, n: int, m: dict, evaluate: Callable[[], float]) -> bool:
-        """Record update n from its metrics m (loss, lr, grad_norm, norms when with_norms(n)); evaluate()
-        gives the validation loss at a horizon. False when the run has just diverged (it is finished)."""
-        run = self.cfg.run
-        loss = float(m["loss"])
-        if n == 1:
-            self.initial_loss = loss
-        row = {"step": n, "tokens": n * self.tokens_per_step, "train_loss": loss, "lr": float(m["lr"]),
-               "grad_norm": float(m["grad_norm"])}
-        if not math.isfinite(loss) or loss > run.diverge_factor * self.initial_loss:
-            self.status, self.diverged_step = "diverged", n
-            self.reason = "non-finite loss" if not math.isfinite(loss) else \
-                f"loss {loss:.4g} > {run.diverge_factor} x initial loss {self.initial_loss:.4g}"
-            self.log.append(row)
-            self.last_row = row
-            return False
-        if self.with_norms(n):
-            row.update(flatten_for_log({k: v for k, v in m.items() if "/" in k}))
-        if n in self.horizons:
-            row["val_loss"] = float(evaluate())
-            self.val_losses.append(row["val_loss"])
-        if n % run.log_every == 0 or self.with_norms(n) or n in self.horizons:
-            self.log.append(row)
-            self.last_row = row
-        return True
-
-    def should_save(self, n: int, stop: bool) -> bool:
-        every = self.cfg.run.checkpoint_every
-        return bool(every and n % every == 0) or n == self.cfg.run.steps or stop
-
-    def save(self, n: int, params: Any, opt_state: Any) -> None:
-        elapsed = self.elapsed_before + time.time() - self.t_start
-        self.ckpt.save(n, {"params": params, "opt_state": opt_state, "step": jnp.int32(n),
-                           "initial_loss": jnp.float32(self.initial_loss), "elapsed_s": jnp.float32(elapsed)})
-
-    def close(self) -> None:
-        self.log.close()
-        self.ckpt.close()
-
-    def finish(self) -> dict:
-        """Write summary.json (atomically, last) and return it."""
-        last, status = self.last_row, self.status
-        summary = {
-            "status": status,
-            "steps": last.get("step", 0),
-            "tokens": last.get("tokens", 0),
-            "final_train_loss": last.get("train_loss"),
-            "final_val_loss": last.get("val_loss") if status == "done" else None,
-            "best_val_loss": min(self.val_losses) if self.val_losses else None,
-            "initial_loss": self.initial_loss,
-            "wall_time_s": self.elapsed_before + time.time() - self.t_start,
-            "diverged_step": self.diverged_step,
-            "diverge_reason": self.reason,
-            **{k: v for k, v in json.loads((self.out / "config.json").read_text())["_meta"].items()
-               if k.startswith("n_params") or k == "flops_per_token"},
-        }
-        write_json_atomic(self.out / "summary.json", summary)
-        return summary
-
-
-EVAL_CHUNK_TOKENS = 16_384  # tokens per evaluation forward pass when run.eval_batch_size is 0
-
-
-def validation_sizes(cfg: Config) -> tuple[int, int]:
-    """(sequences in the validation set, sequences per evaluation chunk): ceil(eval_tokens / context)
-    and run.eval_batch_size (0: EVAL_CHUNK_TOKENS // context), neither depending on run.batch_size."""
-    run, T = cfg.run, cfg.model.context
-    n = max(1, -(-run.eval_tokens // T))
-    chunk = run.eval_batch_size or max(1, EVAL_CHUNK_TOKENS // T)
-    return n, min(n, chunk)
-
-
-def validation_batches(dataset: data_lib.Dataset, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed validation set of (dataset, model.context, run.eval_tokens, run.eval_seed) as
-    ((C, N, T+1) full chunks, (R, T+1) rest), R < N: the same sequences for every run.batch_size and
-    run.data_seed, so every run of a sweep is scored on the same data (Trainer._evaluate)."""
-    run, T = cfg.run, cfg.model.context
-    n, chunk = validation_sizes(cfg)
-    seqs = data_lib.batch(dataset.val, run.eval_seed, 0, n, T + 1, data_lib.VAL)
-    full = n // chunk * chunk
-    return seqs[:full].reshape(n // chunk, chunk, T + 1), seqs[full:]
-
-
-def _run(cfg: Config, trainer: Trainer, dataset: data_lib.Dataset, out: Path, progress: bool,
-         should_stop: Callable[[], bool] | None) -> dict:
-    run = cfg.run
-    B, T = run.batch_size, cfg.model.context
-    rec = RunRecord(cfg, out)
-    params, opt_state = rec.restore(*trainer.init_state(jax.random.PRNGKey(run.seed), cfg))
-    hp = trainer.hyper_values(cfg)
-    val_batches = validation_batches(dataset, cfg)
-    if rec.start == 0:
-        rec.log_initial(float(trainer.evaluate(params, val_batches)), trainer.param_norms(params))
-    bar = _progress_bar(progress, run.steps, rec.start)
+def train_runs(cfgs: list[Config], out_dirs: list[str | Path], *, progress: bool = False,
+               should_stop: Callable[[], bool] | None = None) -> list[dict]:
+    """Train (or resume, or return the finished summaries of) runs with one batch_key together; one
+    summary (or {"status": "preempted", "steps": n}) per run, in order."""
+    if len(cfgs) != len(out_dirs) or not cfgs:
+        raise ValueError("train_runs needs one output directory per config")
+    if len(cfgs) > 1 and len({batch_key(c) for c in cfgs}) > 1:
+        raise ValueError("train_runs: the configs differ in more than scalar hyperparameters and seeds")
+    outs = [Path(d) for d in out_dirs]
+    results: list[dict | None] = [_finished_summary(cfg, out) for cfg, out in zip(cfgs, outs)]
+    todo = [i for i, r in enumerate(results) if r is None]
+    if not todo:
+        return results  # type: ignore[return-value]
+    cfg0 = cfgs[todo[0]]
+    dataset = data_lib.load_dataset(cfg0.data, cfg0.model.vocab_size)  # input errors before any write
+    program = get_program(cfg0)
+    records, states = [], []
+    for i in todo:
+        outs[i].mkdir(parents=True, exist_ok=True)
+        if not (outs[i] / "config.json").exists():
+            write_json_atomic(outs[i] / "config.json", {**to_dict(cfgs[i]), "_meta": run_meta(cfgs[i], program.specs)})
+        records.append(RunRecord(cfgs[i], outs[i]))
+        states.append(records[-1].restore(program.init_state(jax.random.PRNGKey(cfgs[i].run.seed), cfgs[i])))
+    bar = progress_bar(progress and len(todo) == 1, cfg0.run.steps, records[0].start)
     try:
-        for s in range(rec.start, run.steps):
-            n = s + 1
-            tokens_BxT1 = data_lib.batch(dataset.train, run.data_seed, s, B, T + 1)
-            params, opt_state, m = trainer.step(params, opt_state, tokens_BxT1, jnp.int32(s), rec.with_norms(n), hp)
-            if not rec.after_step(n, m, lambda: trainer.evaluate(params, val_batches)):
-                break
-            if bar is not None:
-                bar.advance(n, float(m["loss"]), rec.tokens_per_step)
-            stop = should_stop is not None and should_stop()
-            if rec.should_save(n, stop):
-                rec.save(n, params, opt_state)
-            if stop and n < run.steps:
-                return {"status": "preempted", "steps": n}
+        if len({r.start for r in records}) > 1:
+            raise MembersOutOfStep(f"runs resume from steps {[r.start for r in records]}; train them one by one")
+        summaries = _loop(program, [cfgs[i] for i in todo], records, states, dataset, should_stop, bar)
     finally:
-        rec.close()
+        for rec in records:
+            rec.close()
         if bar is not None:
             bar.close()
-    return rec.finish()
+    for i, summary in zip(todo, summaries):
+        results[i] = summary
+    return results  # type: ignore[return-value]
 
 
-class _Bar:
-    """A rich progress bar showing loss and tokens/s."""
-
-    def __init__(self, total: int, start: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"),
-                                 TimeRemainingColumn())
-        self.task = self.progress.add_task("train", total=total, completed=start, loss=float("nan"), tps=0.0)
-        self.t0, self.start = time.time(), start
-        self.progress.start()
-
-    def advance(self, step: int, loss: float, tokens_per_step: int) -> None:
-        tps = (step - self.start) * tokens_per_step / max(time.time() - self.t0, 1e-9)
-        self.progress.update(self.task, completed=step, loss=loss, tps=tps)
-
-    def close(self) -> None:
-        self.progress.stop()
+def _finished_summary(cfg: Config, out: Path) -> dict | None:
+    """The summary of a finished run in out (after refusing a directory that holds another run), else None."""
+    if not (out / "config.json").exists():
+        return None
+    check_same_run(out / "config.json", to_dict(cfg))
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # none yet, or torn: rewritten when the run finishes
+    return summary if isinstance(summary, dict) and summary.get("status") in FINAL_STATES else None
 
 
-def _progress_bar(enabled: bool, total: int, start: int) -> _Bar | None:
-    return _Bar(total, start) if enabled else None
+def _member(tree: Any, k: int, members: int) -> Any:
+    """Member k's slice of a tree with a leading run axis (at K = 1 there is no run axis)."""
+    return tree if members == 1 else jax.tree_util.tree_map(lambda x: x[k], tree)
 
+
+def _loop(program: Program, cfgs: list[Config], records: list[RunRecord], states: list[TrainState],
+          dataset: data_lib.Dataset, should_stop: Callable[[], bool] | None, bar) -> list[dict]:
+    K, run, rec0 = len(cfgs), cfgs[0].run, records[0]
+    B, T = run.batch_size, cfgs[0].model.context
+    data_seeds = [c.run.data_seed for c in cfgs]
+    per_member_data = len(set(data_seeds)) > 1
+    fn = program.compiled(K, per_member_data)
+    if K == 1:
+        state, hp = states[0], program.hyper_values(cfgs[0])
+    else:
+        state = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+        values = [program.hyper_values(c) for c in cfgs]
+        hp = {f: jnp.stack([v[f] for v in values]) for f in program.fields}
+    val = validation_batches(dataset, cfgs[0])  # the same for every member (batch_key)
+    if rec0.start == 0:
+        val0, norms0 = jax.device_get((fn.evaluate(state.params, val), fn.norms(state.params)))
+        for k, rec in enumerate(records):
+            rec.log_initial(float(_member(val0, k, K)), _member(norms0, k, K))
+    active = [True] * K
+    summaries: list[dict | None] = [None] * K
+
+    def record(n: int, metrics: dict, val_loss: Any) -> None:
+        """Host side of update n: read its metrics (blocks until it is done), log, test divergence."""
+        host = jax.device_get(metrics if rec0.with_norms(n) else {k: metrics[k] for k in _SCALARS})
+        evaluated: dict[str, np.ndarray] = {}
+
+        def evaluate(k: int) -> float:  # one evaluation per horizon, shared by the members
+            if "v" not in evaluated:
+                evaluated["v"] = np.asarray(jax.device_get(val_loss))
+            return float(_member(evaluated["v"], k, K))
+
+        for k, rec in enumerate(records):
+            if active[k] and not rec.after_step(n, _member(host, k, K), lambda k=k: evaluate(k)):
+                active[k] = False
+                summaries[k] = rec.finish()  # diverged: final now, whatever happens to the others
+        if bar is not None:
+            bar.advance(n, float(host["loss"]), rec0.tokens_per_step)
+
+    pending: tuple | None = None  # (n, metrics, validation loss) of the update not yet recorded
+    for s in range(rec0.start, run.steps):
+        n = s + 1
+        if per_member_data:
+            tokens = np.stack([data_lib.batch(dataset.train, d, s, B, T + 1) for d in data_seeds])
+        else:
+            tokens = data_lib.batch(dataset.train, data_seeds[0], s, B, T + 1)
+        state, metrics = fn.step(state, tokens, jnp.int32(s), rec0.with_norms(n), hp)
+        # dispatched before the next update donates these parameters
+        val_loss = fn.evaluate(state.params, val) if n in rec0.horizons else None
+        if pending is not None:  # update n-1, while update n runs
+            record(*pending)
+            pending = None
+            if not any(active):
+                break  # every member diverged at n-1: update n is discarded
+        stop = should_stop is not None and should_stop()
+        pending = (n, metrics, val_loss)
+        if rec0.should_save(n, stop):  # a checkpoint (and the last step, and a stop) waits for its record
+            record(*pending)
+            pending = None
+            if not any(active):
+                break
+            for k, rec in enumerate(records):
+                if active[k]:
+                    rec.save(n, _member(state, k, K))
+        if stop and n < run.steps:
+            return [s_ if s_ is not None else {"status": "preempted", "steps": n} for s_ in summaries]
+    return [s_ if s_ is not None else rec.finish() for s_, rec in zip(summaries, records)]

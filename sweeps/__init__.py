@@ -7,6 +7,6 @@
     from sweeps.executors.local import run_local                 # also .slurm.run_slurm, .ray.run_ray
 
 Command line: `scaling sweep run|status|plan|list|consolidate|migrate` (sweeps.cli; migrate re-keys a
-store registered by older code: sweeps.migrate). The modules that train (worker, batching, executors)
+store registered by older code: sweeps.migrate). The modules that train (worker, executors)
 import JAX lazily, so expanding and inspecting sweeps stays cheap.
 """

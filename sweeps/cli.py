@@ -97,7 +97,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from sweeps.store import Store  # noqa: PLC0415
 
         store = Store(args.store)
-        index = store._digest_index()
+        index = store.digest_index()
         _outdated_hint(store)
     print(f"{experiment.name}: {len(runs)} runs over {', '.join(experiment.sweep.axes)} (batch={experiment.batch})")
     for run in runs:

@@ -5,7 +5,7 @@ An experiment is one small Python file, imported with importlib (never eval'd), 
     BASE = {"model.kind": "mlp", "data.source": "shakespeare", ...}   # dotted keys (or nested dict / Config)
     SWEEP = product(axis("model.width", [64, 128]), axis("optim.lr", log2_grid(3e-3, -2, 2)))
     ANALYSIS = {"recipe": "lr_transfer", ...}   # optional: read by `scaling analyze`
-    BATCH = "auto"                               # optional: "auto" | "on" | "off" (sweeps.batching)
+    BATCH = "auto"                               # optional: "auto" | "on" | "off" (sweeps.worker: batches)
 
 `expand(experiment)` resolves every point to a validated `Config` and its run id (sweeps.run_id: the
 coordinates and the identity digest, scaling.identity); points with the same identity are one run.
@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
 
-from scaling.api import Config, ConfigError, digest, from_dict, to_dict
+from scaling.api import Config, ConfigError, digest, flatten, from_dict, to_dict
 from sweeps import run_id as rid
 from sweeps.spec import Derived, Sweep
 
@@ -47,16 +47,6 @@ class Experiment:
     analysis: dict | None = None
     batch: str = "auto"
     source: str | None = None  # the file it was loaded from
-
-
-def flatten(d: Mapping, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict:

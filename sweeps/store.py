@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from scaling.api import IDENTITY_SCHEMA, Config, ConfigError, from_dict, read_jsonl, write_json_atomic
+from scaling.api import FINAL_STATES, IDENTITY_SCHEMA, Config, ConfigError, from_dict, read_jsonl, write_json_atomic
 from sweeps.experiment import Experiment, RunSpec
 
 STATES = ("pending", "running", "done", "diverged", "failed")
-FINISHED = ("done", "diverged")  # final, and data
+FINISHED = FINAL_STATES  # final, and data: the states of scaling.api.FINAL_STATES
 EXPERIMENTS = "_experiments"
 MIGRATION_JOURNAL = "_migration.json"
 DEFAULT_MAX_ATTEMPTS = 3
@@ -108,7 +108,7 @@ class Store:
         A store holding runs of an older identity schema is refused (ConfigError) before anything is written."""
         self.require_current()
         self.root.mkdir(parents=True, exist_ok=True)
-        by_digest = self._digest_index()
+        by_digest = self.digest_index()
         ids = []
         for run in runs:
             run_id = by_digest.get(run.digest) or self._free_id(run)
@@ -143,7 +143,7 @@ class Store:
                 out[run_id] = None
         return out
 
-    def _digest_index(self) -> dict[str, str]:
+    def digest_index(self) -> dict[str, str]:
         """digest -> run id of the runs of the current identity schema (an unreadable run.json, or one of
         another schema, is never reused)."""
         return {r["digest"]: run_id for run_id, r in self.records().items()

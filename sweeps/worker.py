@@ -1,13 +1,20 @@
-"""A sweep worker: walk the experiment's runs in order, claim one, train it, record the outcome, repeat.
+"""A sweep worker: walk the experiment's runs in order, claim 1 to max_batch compatible runs, train them
+together, record each outcome, repeat.
 
 Every executor starts N copies of this loop on one store (Marin's race-to-claim workers):
 - a run that is final (done or diverged with a consistent summary and metrics, or failed
   `max_attempts` times) is skipped; a run whose lease a live peer holds is left to it;
-- after taking the lease the run is inspected again (a peer may have finished it meanwhile), damaged
+- for the first claimable run the worker leases up to `max_batch` runs with the same
+  scaling.api.batch_key (one compiled program, differing only in scalar hyperparameters and seeds;
+  max_batch is 1 unless batching is on), keeps those that resume from the same step and trains them with
+  one call of scaling.api.train_runs. Each member keeps its own lease, status, events, files and outcome,
+  so a run is the same whether a batch or a lone attempt finished it;
+- after taking a lease the run is inspected again (a peer may have finished it meanwhile), damaged
   files are set aside (Store.repair) and training resumes from the newest good checkpoint;
-- an exception is recorded as status "failed" with its traceback; the run is retried by the next pass
-  of any worker until it has failed `max_attempts` times. A diverged run is data: status "diverged";
-- SIGTERM (preemption) sets `stop`: the current run checkpoints (train's should_stop), goes back to
+- an exception is recorded as status "failed" with its traceback (for every member of a batch, which is
+  then retried alone); the run is retried by the next pass of any worker until it has failed
+  `max_attempts` times. A diverged run is data: status "diverged";
+- SIGTERM (preemption) sets `stop`: the current runs checkpoint (train_runs' should_stop), go back to
   "pending", and the worker exits with EXIT_REQUEUE (75, EX_TEMPFAIL) so a requeue knows to restart it;
 - when no run is claimable but peers still hold leases, the worker waits and polls, so that a peer that
   dies is taken over once its lease expires (or at once if its process is visibly gone on this host).
@@ -26,6 +33,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -41,7 +49,7 @@ class WorkerOptions:
     lease_ttl: float = DEFAULT_TTL
     poll_s: float = 2.0  # wait between passes while peers hold the remaining runs
     batch: str = "off"  # on | off | auto (= on when JAX's backend is an accelerator): train runs that differ
-    # only in scalar hyperparameters together in one vmapped program (sweeps.batching)
+    # only in scalar hyperparameters together in one vmapped program, up to max_batch at a time
     max_batch: int = 16
     jax_cache: str | None = "store"  # persistent compilation cache: "store" -> <store>/_cache/jax, None: off
 
@@ -57,27 +65,36 @@ def needs_repair(h: Health) -> bool:
 class Worker:
     def __init__(self, store: Store | str | Path, run_ids: list[str], options: WorkerOptions = WorkerOptions(),
                  owner: str | None = None, stop: threading.Event | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, max_batch: int = 1):
+        """max_batch: how many compatible runs one attempt trains together (run_worker sets it from
+        options.batch and options.max_batch)."""
         self.store = store if isinstance(store, Store) else Store(store)
         self.run_ids = list(run_ids)
         self.options = options
         self.owner = owner or new_owner_id()
         self.stop = stop or threading.Event()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.max_batch = max(1, max_batch)
         self._final: set[str] = set()  # verified final by this worker: not inspected again
+        self._keys: dict[str, tuple] = {}
+        self._solo: set[str] = set()  # runs whose batched attempt failed: retried one at a time
 
     # ------------------------------------------------------------ the loop
 
     def run(self) -> int:
         while True:
             progressed, busy = False, False
+            seen: set[str] = set()
             for run_id in self.run_ids:
                 if self.stop.is_set():
                     return self.exit_code()
-                outcome = self.try_run(run_id)
-                busy |= outcome == "busy"
-                progressed |= outcome not in ("skip", "busy")
-                if outcome == "preempted":
+                if run_id in seen:
+                    continue
+                outcomes = self.try_runs(self.candidates(run_id, seen))
+                seen |= set(outcomes)
+                busy |= "busy" in outcomes.values()
+                progressed |= any(o not in ("skip", "busy") for o in outcomes.values())
+                if "preempted" in outcomes.values():
                     return EXIT_REQUEUE
             if self.stop.is_set() or (not progressed and not busy):
                 return self.exit_code()
@@ -99,7 +116,28 @@ class Worker:
             return True
         return False
 
-    # ------------------------------------------------------------ one run
+    def key(self, run_id: str) -> tuple:
+        from scaling.api import batch_key  # noqa: PLC0415 - jax starts only in processes that train
+
+        if run_id not in self._keys:
+            self._keys[run_id] = batch_key(self.store.config(run_id))
+        return self._keys[run_id]
+
+    def candidates(self, first: str, seen: set[str]) -> list[str]:
+        """first, then up to max_batch - 1 later runs of the same batch_key that are not final."""
+        if self.max_batch == 1 or first in self._solo or self.is_final(first):
+            return [first]
+        group = [first]
+        for run_id in self.run_ids:
+            if len(group) >= self.max_batch:
+                break
+            if run_id in seen or run_id == first or run_id in self._solo or self.is_final(run_id):
+                continue
+            if self.key(run_id) == self.key(first):
+                group.append(run_id)
+        return group
+
+    # ------------------------------------------------------------ one attempt
 
     def migration_stop(self, run_id: str) -> bool:
         """True (and the worker stops) when a migration is re-keying the store or the run's directory has
@@ -113,38 +151,68 @@ class Worker:
         self.stop.set()
         return True
 
-    def try_run(self, run_id: str) -> str:
-        """skip | busy | done | diverged | failed | preempted | lost"""
+    def claim(self, run_id: str) -> tuple[str, Lease | None]:
+        """(outcome, lease): "claimed" with the lease held, else skip (final or migrating) | busy."""
         if self.is_final(run_id) or self.migration_stop(run_id):
-            return "skip"
-        run_dir = self.store.run_dir(run_id)
-        lease = Lease.acquire(run_dir, self.owner, self.options.lease_ttl)
+            return "skip", None
+        lease = Lease.acquire(self.store.run_dir(run_id), self.owner, self.options.lease_ttl)
         if lease is None:
-            return "busy"
-        try:
-            if self.migration_stop(run_id):
-                return "skip"
-            health = self.store.inspect(run_id)  # re-check under the lease
-            if health.final(self.options.max_attempts):
-                self._final.add(run_id)
-                return "skip"
-            return self._train(run_id, lease, health)
-        finally:
+            return "busy", None
+        if self.migration_stop(run_id):
             lease.release()
+            return "skip", None
+        if self.store.inspect(run_id).final(self.options.max_attempts):  # re-checked under the lease: a peer
+            self._final.add(run_id)                                      # may have finished it meanwhile
+            lease.release()
+            return "skip", None
+        return "claimed", lease
 
-    def _train(self, run_id: str, lease: Lease, health: Health) -> str:
-        from scaling.api import train  # noqa: PLC0415 - jax starts only in processes that train
-
-        common = self.prepare(run_id, lease, health)
+    def try_runs(self, run_ids: list[str]) -> dict[str, str]:
+        """Claim what can be claimed and train it in one attempt. Outcome per run: skip | busy | done |
+        diverged | failed | preempted | lost."""
+        outcomes: dict[str, str] = {}
+        leases: dict[str, Lease] = {}
         try:
-            cfg = self.store.config(run_id)
+            for run_id in run_ids:
+                outcome, lease = self.claim(run_id)
+                if lease is None:
+                    outcomes[run_id] = outcome
+                else:
+                    leases[run_id] = lease
+            if len(leases) > 1:  # members must resume from the same step: keep the commonest, the rest wait
+                steps = {r: max(self.store.inspect(r).checkpoints, default=0) for r in leases}
+                common_step = Counter(steps.values()).most_common(1)[0][0]
+                for r in [r for r in leases if steps[r] != common_step]:
+                    leases.pop(r).release()
+            if leases:
+                outcomes.update(self.train(list(leases), leases))
+            return outcomes
+        finally:
+            for lease in leases.values():
+                lease.release()
+
+    def train(self, members: list[str], leases: dict[str, Lease]) -> dict[str, str]:
+        from scaling.api import MembersOutOfStep, train_runs  # noqa: PLC0415 - jax starts only in processes that train
+
+        extra = {"batch": len(members)} if len(members) > 1 else {}
+        commons = {r: self.prepare(r, leases[r], self.store.inspect(r), **extra) for r in members}
+        try:
+            cfgs = [self.store.config(r) for r in members]
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                summary = train(cfg, self.store.run_dir(run_id), should_stop=lambda: self.stop.is_set() or lease.lost)
-            self.report_warnings([run_id], caught)
-        except Exception as e:  # noqa: BLE001 - any failure is recorded, never hidden
-            return "lost" if lease.lost else self.record_failure(run_id, common, e)
-        return self.record(run_id, lease, common, summary)
+                summaries = train_runs(cfgs, [self.store.run_dir(r) for r in members],
+                                       should_stop=lambda: self.stop.is_set() or any(
+                                           lease.lost for lease in leases.values()))
+            self.report_warnings(members, caught)
+        except MembersOutOfStep as e:  # a checkpoint turned out unreadable: one at a time, nothing written
+            self.log(f"batch of {len(members)}: {e}")
+            self._solo |= set(members)
+            return {r: self.train([r], leases)[r] for r in members}
+        except Exception as e:  # noqa: BLE001 - any failure is recorded, never hidden; a batch's members retry alone
+            if len(members) > 1:
+                self._solo |= set(members)
+            return {r: "lost" if leases[r].lost else self.record_failure(r, commons[r], e) for r in members}
+        return {r: self.record(r, leases[r], commons[r], s) for r, s in zip(members, summaries)}
 
     def prepare(self, run_id: str, lease: Lease, health: Health, **start_fields) -> dict:
         """Under the lease: note a takeover, repair damage, mark the run running. Returns the status
@@ -235,13 +303,8 @@ def run_worker(store_path: str | Path, experiment: str, options: WorkerOptions =
     store = Store(store_path)
     run_ids = store.manifest(experiment)["runs"]
     configure_process(cpus, jax_cache_dir(store, options.jax_cache))
-    if options.batch == "on" or (options.batch == "auto" and _on_accelerator()):
-        from sweeps.batching import BatchingWorker  # noqa: PLC0415
-
-        worker: Worker = BatchingWorker(store, run_ids, options, owner=owner, stop=stop)
-    else:
-        worker = Worker(store, run_ids, options, owner=owner, stop=stop)
-    return worker.run()
+    batched = options.batch == "on" or (options.batch == "auto" and _on_accelerator())
+    return Worker(store, run_ids, options, owner=owner, stop=stop, max_batch=options.max_batch if batched else 1).run()
 
 
 def _on_accelerator() -> bool:

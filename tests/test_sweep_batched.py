@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from scaling import hyper
-from scaling.batched import MembersOutOfStep, batch_key, train_batched
 from scaling.config import load_config
-from scaling.train import Trainer, get_trainer, train
+from scaling.program import get_program
+from scaling.train import MembersOutOfStep, batch_key, train, train_runs
 from sweeps.experiment import expand, load_experiment
 from sweeps.store import Store
 from sweep_fixtures import TINY_BASE, write_experiment
@@ -45,39 +45,47 @@ def _assert_close_rows(a: list[dict], b: list[dict], rtol: float = 1e-5):
 
 def test_hyperparameter_sweeps_share_one_compiled_program():
     a, b = _cfg("1e-3", 0, 0), _cfg("3e-3", 5, 1, "optim.b2=0.99", "param.lr_mult.output=2")
-    assert get_trainer(a) is get_trainer(b)
+    assert get_program(a) is get_program(b)
     assert batch_key(a) == batch_key(b)
     assert batch_key(a) != batch_key(_cfg("1e-3", 0, 0, "model.width=64"))
     assert batch_key(a) != batch_key(_cfg("1e-3", 0, 0, "run.steps=30"))  # the loop differs
-    assert "optim.weight_decay" not in get_trainer(a).fields  # zero stays a constant (builders branch on it)
-    assert hyper.program_config(_cfg("1e-3", 0, 0, "optim.weight_decay=0.1")) != hyper.program_config(a)
+    # every declared scalar is an input whatever its value: no builder branches on zero
+    assert "optim.weight_decay" in get_program(a).fields
+    assert hyper.program_config(_cfg("1e-3", 0, 0, "optim.weight_decay=0.1")) == hyper.program_config(a)
+    sgd = [_cfg("1e-3", 0, 0, "optim.name=sgd", f"optim.b1={b1}") for b1 in (0, 0.9)]
+    assert batch_key(sgd[0]) == batch_key(sgd[1])  # plain SGD and heavy ball: one program
 
 
-def test_traced_hyperparameters_match_compile_time_constants():
+@pytest.mark.parametrize("extra", [("param.lr_mult.output=2", "optim.b1=0.8"),
+                                   ("optim.name=sgd", "optim.b1=0", "optim.weight_decay=0"),
+                                   ("optim.name=muon", "optim.fallback_lr=0", "optim.weight_decay=0.1")])
+def test_hyperparameter_inputs_match_compile_time_constants(extra):
+    """The step with its hyperparameters as runtime inputs gives what the same step with them as Python
+    constants gives (zeros included: zero decay, plain SGD, a fallback lr of 0 meaning lr)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from scaling import data as data_lib
 
-    cfg = _cfg("3e-3", 0, 0, "param.lr_mult.output=2", "optim.b1=0.8")
+    cfg = _cfg("3e-3", 0, 0, *extra)
     ds = data_lib.load_dataset(cfg.data, 256)
+    program = get_program(cfg)
+    constants = {f: float(v) for f, v in program.hyper_values(cfg).items()}
+    constant_step = jax.jit(lambda state, tokens, s: program.step_fn(state, tokens, s, False, constants))
     losses = []
-    for trainer in (get_trainer(cfg), Trainer(cfg, fields=())):
-        p, o = trainer.init_state(jax.random.PRNGKey(0), cfg)
-        out = []
+    for step in (lambda st, b, s: program.step(st, b, s, False, program.hyper_values(cfg)), constant_step):
+        state, out = program.init_state(jax.random.PRNGKey(0), cfg), []
         for s in range(3):
-            p, o, m = trainer.step(p, o, data_lib.batch(ds.train, 0, s, 8, 33), jnp.int32(s), False,
-                                   trainer.hyper_values(cfg))
+            state, m = step(state, data_lib.batch(ds.train, 0, s, 8, 33), jnp.int32(s))
             out.append(float(m["loss"]))
         losses.append(out)
-    assert len(get_trainer(cfg).fields) > 0
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
 
 
 def test_batched_members_match_training_each_alone(tmp_path):
     cfgs = [_cfg(*m) for m in MEMBERS]
-    batched = train_batched(cfgs, [tmp_path / f"b{i}" for i in range(2)])
+    batched = train_runs(cfgs, [tmp_path / f"b{i}" for i in range(2)])
     alone = [train(c, tmp_path / f"a{i}") for i, c in enumerate(cfgs)]
     assert [s["status"] for s in batched] == ["done", "diverged"]
     for i in range(2):
@@ -100,7 +108,7 @@ def test_members_resuming_from_different_steps_are_refused_before_writing(tmp_pa
     assert train(cfgs[0], tmp_path / "m0", should_stop=stop_at_5)["status"] == "preempted"
     before = (tmp_path / "m0" / "metrics.jsonl").read_text()
     with pytest.raises(MembersOutOfStep):
-        train_batched(cfgs, [tmp_path / "m0", tmp_path / "m1"])
+        train_runs(cfgs, [tmp_path / "m0", tmp_path / "m1"])
     assert (tmp_path / "m0" / "metrics.jsonl").read_text() == before
 
 
@@ -139,7 +147,7 @@ def test_batched_members_share_the_validation_set_of_a_run_alone(tmp_path):
     """Members with different data seeds are scored on one validation set, the one a run trained alone
     gets: equal initial parameters give equal step-0 validation losses (before: one set per data seed)."""
     cfgs = [_cfg("1e-3", 0, d, "run.steps=2") for d in (0, 1)]
-    train_batched(cfgs, [tmp_path / f"b{d}" for d in (0, 1)])
+    train_runs(cfgs, [tmp_path / f"b{d}" for d in (0, 1)])
     alone = train(cfgs[1], tmp_path / "a1")
     assert alone["status"] == "done"
     v0, v1, va = (_rows(tmp_path / d)[0]["val_loss"] for d in ("b0", "b1", "a1"))

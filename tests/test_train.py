@@ -104,7 +104,8 @@ def test_validation_set_does_not_depend_on_batch_size_or_data_seed():
     drawn with the data seed)."""
     import jax
 
-    from scaling.train import Trainer, validation_batches
+    from scaling.program import get_program
+    from scaling.train import validation_batches
 
     a, b = tiny_config("run.batch_size=8"), tiny_config("run.batch_size=4", "run.data_seed=3")
     ds = data_lib.load_dataset(a.data, 256)
@@ -112,8 +113,8 @@ def test_validation_set_does_not_depend_on_batch_size_or_data_seed():
     for x, y in zip(val_a, val_b):
         np.testing.assert_array_equal(x, y)
     assert sum(int(np.prod(v.shape[:-1])) for v in val_a) == a.run.eval_tokens // a.model.context
-    params, _ = Trainer(a).init_state(jax.random.PRNGKey(0))
-    assert float(Trainer(a).evaluate(params, val_a)) == float(Trainer(b).evaluate(params, val_b))
+    params = get_program(a).init_state(jax.random.PRNGKey(0), a).params
+    assert float(get_program(a).evaluate(params, val_a)) == float(get_program(b).evaluate(params, val_b))
     other = validation_batches(ds, tiny_config("run.eval_seed=1"))  # a different set only when asked
     assert not np.array_equal(other[0], val_a[0])
 
@@ -122,7 +123,8 @@ def test_chunked_validation_mean_is_the_mean_over_all_sequences():
     """10 sequences in chunks of 3 (a ragged last chunk of 1) give the mean of the 10 per-sequence losses."""
     import jax
 
-    from scaling.train import Trainer, validation_batches
+    from scaling.program import get_program
+    from scaling.train import validation_batches
 
     cfg = tiny_config("run.eval_tokens=320", "run.eval_batch_size=3")
     ds = data_lib.load_dataset(cfg.data, 256)
@@ -132,8 +134,8 @@ def test_chunked_validation_mean_is_the_mean_over_all_sequences():
     assert whole[0].shape == (1, 10, 33) and whole[1].shape == (0, 33)
     seqs = whole[0][0]
     np.testing.assert_array_equal(np.concatenate([chunked[0].reshape(-1, 33), chunked[1]]), seqs)
-    trainer = Trainer(cfg)
-    params, _ = trainer.init_state(jax.random.PRNGKey(0))
+    trainer = get_program(cfg)
+    params = trainer.init_state(jax.random.PRNGKey(0), cfg).params
     loss = jax.jit(trainer.loss)
     per_sequence = np.mean([float(loss(params, s[None])) for s in seqs])
     np.testing.assert_allclose(float(trainer.evaluate(params, chunked)), per_sequence, rtol=1e-6)

@@ -12,6 +12,7 @@ Routing reads ParamSpec.role only:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -20,43 +21,59 @@ import optax
 
 from scaling.config import ConfigError, OptimConfig
 from scaling.optim import adamw, lion, manifold_muon, muon, scion
-from scaling.optim.common import base_lrs
+from scaling.optim.common import base_lrs, hyper_values
 from scaling.optim.lmo import boundary_init  # the module scaling.optim.lmo holds lmo() itself
 from scaling.optim.newton_schulz import newton_schulz
 
-# name -> build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation
-BUILDERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    "adamw": adamw.build,
-    "sgd": adamw.build_sgd,
-    "lion": lion.build_lion,
-    "tiger": lion.build_tiger,
-    "muon": muon.build,
-    "scion": scion.build,
-    "manifold_muon": manifold_muon.build,
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """One row of the registry: how to build it, which scalars of its config section are runtime inputs
+    of the compiled step (dotted names relative to optim), and which roles it hands to its AdamW fallback
+    (which runs at optim.fallback_lr)."""
+
+    build: Callable[..., optax.GradientTransformation]  # (cfg, specs, lr_mults, schedule, hp=None)
+    hyperparameters: tuple[str, ...]
+    fallback_roles: Callable[[OptimConfig], tuple[str, ...]] = lambda cfg: ()
+
+
+REGISTRY: dict[str, Optimizer] = {
+    "adamw": Optimizer(adamw.build, adamw.HYPERPARAMETERS),
+    "sgd": Optimizer(adamw.build_sgd, adamw.SGD_HYPERPARAMETERS),
+    "lion": Optimizer(lion.build_lion, lion.HYPERPARAMETERS, lion.fallback_roles),
+    "tiger": Optimizer(lion.build_tiger, lion.HYPERPARAMETERS, lion.fallback_roles),
+    "muon": Optimizer(muon.build, muon.HYPERPARAMETERS, lambda cfg: muon.FALLBACK_ROLES),
+    "scion": Optimizer(scion.build, scion.HYPERPARAMETERS),
+    "manifold_muon": Optimizer(manifold_muon.build, muon.HYPERPARAMETERS, lambda cfg: muon.FALLBACK_ROLES),
 }
+BUILDERS = {name: row.build for name, row in REGISTRY.items()}
 
-# name -> cfg -> the roles that optimizer hands to its AdamW fallback (which runs at optim.fallback_lr)
-FALLBACK_ROLES: dict[str, Callable[[OptimConfig], tuple[str, ...]]] = {
-    "adamw": lambda cfg: (),
-    "sgd": lambda cfg: (),
-    "lion": lion.fallback_roles,
-    "tiger": lion.fallback_roles,
-    "muon": lambda cfg: muon.FALLBACK_ROLES,
-    "scion": lambda cfg: (),
-    "manifold_muon": lambda cfg: muon.FALLBACK_ROLES,
-}
-
-__all__ = ["BUILDERS", "FALLBACK_ROLES", "build_optimizer", "leaf_learning_rates", "newton_schulz", "boundary_init"]
+__all__ = ["BUILDERS", "REGISTRY", "Optimizer", "build_optimizer", "hyperparameters", "leaf_learning_rates",
+           "newton_schulz", "boundary_init"]
 
 
-def build_optimizer(cfg: OptimConfig, specs: Any, lr_mults: Any, schedule: Callable) -> optax.GradientTransformation:
-    if cfg.name not in BUILDERS:
-        raise ConfigError(f"optim.name={cfg.name!r} is not implemented (available: {', '.join(sorted(BUILDERS))})")
-    return BUILDERS[cfg.name](cfg, specs, lr_mults, schedule)
+def _row(cfg: OptimConfig) -> Optimizer:
+    if cfg.name not in REGISTRY:
+        raise ConfigError(f"optim.name={cfg.name!r} is not implemented (available: {', '.join(sorted(REGISTRY))})")
+    return REGISTRY[cfg.name]
 
 
-def leaf_learning_rates(cfg: OptimConfig, specs: Any, lr_mults: Any, schedule_value: Any) -> Any:
+def hyperparameters(cfg: OptimConfig) -> tuple[str, ...]:
+    """The optimizer's runtime scalars (dotted names relative to the optim section)."""
+    return _row(cfg).hyperparameters
+
+
+def build_optimizer(cfg: OptimConfig, specs: Any, lr_mults: Any, schedule: Callable, hp: dict | None = None
+                    ) -> optax.GradientTransformation:
+    """hp: the runtime scalars (hyperparameters(cfg) -> float or traced scalar); default: cfg's own values."""
+    return _row(cfg).build(cfg, specs, lr_mults, schedule, hp)
+
+
+def leaf_learning_rates(cfg: OptimConfig, specs: Any, lr_mults: Any, schedule_value: Any, hp: dict | None = None
+                        ) -> Any:
     """Each leaf's effective learning rate at one step: its base lr (optim.lr, or the fallback lr on the
     roles the optimizer hands to AdamW) x the schedule's value x the parametrization's multiplier."""
-    base = base_lrs(specs, cfg, FALLBACK_ROLES[cfg.name](cfg))
+    row = _row(cfg)
+    hp = hyper_values(cfg, row.hyperparameters, hp)
+    base = base_lrs(specs, {"fallback_lr": 0.0, **hp}, row.fallback_roles(cfg))
     return jax.tree_util.tree_map(lambda b, m: jnp.asarray(b * m * schedule_value, jnp.float32), base, lr_mults)

@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import optax
 
-from scaling.optim.common import apply_lr, is_zero, scale_and_decay
+from scaling.optim.common import apply_lr, hyper_values, scale_and_decay
+
+# the scalars fed to the compiled step as inputs (scaling/optim/common.py); the rest of the section is static
+HYPERPARAMETERS = ("lr", "b1", "b2", "eps", "weight_decay")
+SGD_HYPERPARAMETERS = ("lr", "b1", "weight_decay")
 
 
-def build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
+def build(cfg, specs, lr_mults, schedule, hp=None) -> optax.GradientTransformation:
+    hp = hyper_values(cfg, HYPERPARAMETERS, hp)
     return optax.chain(
-        optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
-        *scale_and_decay(cfg, specs, lr_mults),
-        apply_lr(cfg.lr, schedule),
+        optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"]),
+        *scale_and_decay(cfg, hp, specs, lr_mults),
+        apply_lr(hp["lr"], schedule),
     )
 
 
-def build_sgd(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
-    """SGD with heavy-ball momentum b1 (0 = plain SGD); the muP SGD column applies to it."""
+def build_sgd(cfg, specs, lr_mults, schedule, hp=None) -> optax.GradientTransformation:
+    """SGD with heavy-ball momentum b1 (0 = plain SGD: the trace is g + 0 * t, exactly g); the muP SGD
+    column applies to it."""
+    hp = hyper_values(cfg, SGD_HYPERPARAMETERS, hp)
     return optax.chain(
-        optax.identity() if is_zero(cfg.b1) else optax.trace(decay=cfg.b1),
-        *scale_and_decay(cfg, specs, lr_mults),
-        apply_lr(cfg.lr, schedule),
+        optax.trace(decay=hp["b1"]),
+        *scale_and_decay(cfg, hp, specs, lr_mults),
+        apply_lr(hp["lr"], schedule),
     )

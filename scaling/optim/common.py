@@ -15,6 +15,12 @@ Conventions (stated once, used everywhere):
     leaf            shrink `leaf_lr * weight_decay`, leaf_lr = base_lr * schedule(t) * lr_mult_leaf: the
                     decay follows each leaf's own lr, as a per-layer-group lr scan expects (Filatov et al.
                     arXiv 2510.03871 tune each group's lr with its decay); lr_mult 0 freezes a leaf.
+- Scalar hyperparameters are runtime inputs: each optimizer module lists the ones it reads in
+  HYPERPARAMETERS (dotted names relative to the optim section), and its builder reads them from `hp`, a
+  mapping of those names to Python floats or traced float32 scalars (scaling.hyper feeds them as inputs of
+  the compiled step, so a sweep over them compiles once). Nothing branches on their values: a zero
+  weight decay adds 0 * params (x + 0 * p == x exactly in IEEE), a zero fallback lr selects lr with
+  jnp.where. Everything else in the config (names, norms, booleans, step counts) is static.
 - A chain is: direction (per role group, `route`) -> scale_and_decay (lr_mults and decay, in the order
   wd_coupling sets) -> apply_lr. Only manifold Muon appends one more link (a retraction, which needs the
   final step).
@@ -31,10 +37,16 @@ import optax
 from scaling.specs import tree_map_specs
 
 
-def is_zero(x: Any) -> bool:
-    """A hyperparameter that is the Python constant 0. The training loop passes nonzero scalar
-    hyperparameters as traced arrays (scaling.hyper), so builders may branch only on this test."""
-    return isinstance(x, (int, float)) and x == 0
+def get_field(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def hyper_values(cfg: Any, names: tuple[str, ...], hp: Any = None) -> dict[str, Any]:
+    """hp, or (when None) the values of `names` read from the config section: a builder called without
+    runtime inputs uses its config's own numbers."""
+    return dict(hp) if hp is not None else {n: get_field(cfg, n) for n in names}
 
 
 def is_masked(x: Any) -> bool:
@@ -69,32 +81,40 @@ def decay_mask(specs: Any, roles: tuple[str, ...]) -> Any:
     return tree_map_specs(lambda s: s.role in roles, specs)
 
 
-def add_decay(weight_decay: float, specs: Any, roles: tuple[str, ...]) -> optax.GradientTransformation:
-    """updates += weight_decay * params on the decayed roles (before the lr is applied)."""
-    if is_zero(weight_decay) or not roles:
+def add_decay(weight_decay: Any, specs: Any, roles: tuple[str, ...]) -> optax.GradientTransformation:
+    """updates += weight_decay * params on the decayed roles (before the lr is applied). A zero decay
+    adds exact zeros; only an empty role list (static) drops the link."""
+    if not roles:
         return optax.identity()
     return optax.add_decayed_weights(weight_decay, mask=decay_mask(specs, roles))
 
 
-def scale_and_decay(cfg, specs: Any, lr_mults: Any, roles: tuple[str, ...] | None = None
+def scale_and_decay(cfg, hp: dict, specs: Any, lr_mults: Any, roles: tuple[str, ...] | None = None
                     ) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-    """Two links of a chain: the per-leaf lr multipliers and the weight decay (on `roles`, default
-    optim.decay_roles). Decay after the multipliers couples it to the base lr, before them to the leaf's
-    lr (optim.wd_coupling). Two links, not a nested chain, so the optimizer state keeps its layout."""
-    decay = add_decay(cfg.weight_decay, specs, cfg.decay_roles if roles is None else roles)
+    """Two links of a chain: the per-leaf lr multipliers and the weight decay hp["weight_decay"] (on
+    `roles`, default optim.decay_roles). Decay after the multipliers couples it to the base lr, before
+    them to the leaf's lr (optim.wd_coupling). Two links, not a nested chain, so the optimizer state
+    keeps its layout."""
+    decay = add_decay(hp["weight_decay"], specs, cfg.decay_roles if roles is None else roles)
     if cfg.wd_coupling == "leaf":
         return decay, scale_per_leaf(lr_mults)
     return scale_per_leaf(lr_mults), decay
 
 
-def fallback_lr(cfg) -> float:
-    """The AdamW fallback's base lr: optim.fallback_lr, 0 meaning optim.lr."""
-    return cfg.lr if is_zero(cfg.fallback_lr) else cfg.fallback_lr
+def fallback_lr(hp: dict) -> Any:
+    """The AdamW fallback's base lr: hp["fallback_lr"], 0 meaning hp["lr"] (selected, not branched on)."""
+    lr, fallback = hp["lr"], hp["fallback_lr"]
+    if isinstance(lr, (int, float)) and isinstance(fallback, (int, float)):
+        return lr if fallback == 0 else fallback  # Python numbers (a builder called without inputs)
+    return jnp.where(fallback == 0, lr, fallback)
 
 
-def base_lrs(specs: Any, cfg, fallback_roles: tuple[str, ...]) -> Any:
-    """Per-leaf base lr: optim.lr, or the fallback lr on roles handed to AdamW."""
-    return tree_map_specs(lambda s: fallback_lr(cfg) if s.role in fallback_roles else cfg.lr, specs)
+def base_lrs(specs: Any, hp: dict, fallback_roles: tuple[str, ...]) -> Any:
+    """Per-leaf base lr: hp["lr"], or the fallback lr on roles handed to AdamW."""
+    if not fallback_roles:
+        return tree_map_specs(lambda s: hp["lr"], specs)
+    fallback = fallback_lr(hp)
+    return tree_map_specs(lambda s: fallback if s.role in fallback_roles else hp["lr"], specs)
 
 
 def apply_lr(lr: float | Any, schedule: Callable) -> optax.GradientTransformation:

@@ -22,7 +22,7 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
-from scaling.optim.common import apply_lr, base_lrs, route, scale_and_decay
+from scaling.optim.common import apply_lr, base_lrs, hyper_values, route, scale_and_decay
 from scaling.specs import ROLES, tree_map_specs
 
 
@@ -44,30 +44,37 @@ def only_rows_with_gradient(inner: optax.GradientTransformation, specs: Any, rol
     return optax.GradientTransformation(inner.init, update_fn)
 
 
+# the scalars fed to the compiled step as inputs (scaling/optim/common.py); b2, eps and fallback_lr feed
+# the embedding's AdamW (and Lion's second beta)
+HYPERPARAMETERS = ("lr", "b1", "b2", "eps", "weight_decay", "fallback_lr")
+
+
 def fallback_roles(cfg) -> tuple[str, ...]:
     """The roles handed to AdamW: the embedding with optim.embedding_fallback=adamw."""
     return ("embedding",) if cfg.embedding_fallback == "adamw" else ()
 
 
-def build_sign_optimizer(cfg, specs, lr_mults, schedule, b1: float, b2: float) -> optax.GradientTransformation:
+def build_sign_optimizer(cfg, hp, specs, lr_mults, schedule, b1, b2) -> optax.GradientTransformation:
     sign = optax.scale_by_lion(b1=b1, b2=b2)
     if cfg.embedding_fallback == "adamw":
         direction = route(specs, {r: "adamw" if r == "embedding" else "sign" for r in ROLES}, {
-            "sign": sign, "adamw": optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)})
-        lrs = base_lrs(specs, cfg, fallback_roles(cfg))
+            "sign": sign, "adamw": optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"])})
+        lrs = base_lrs(specs, hp, fallback_roles(cfg))
     else:
-        direction, lrs = sign, cfg.lr
+        direction, lrs = sign, hp["lr"]
     chain = optax.chain(
         direction,
-        *scale_and_decay(cfg, specs, lr_mults),
+        *scale_and_decay(cfg, hp, specs, lr_mults),
         apply_lr(lrs, schedule),
     )
     return only_rows_with_gradient(chain, specs) if cfg.embedding_fallback == "lazy" else chain
 
 
-def build_lion(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
-    return build_sign_optimizer(cfg, specs, lr_mults, schedule, b1=cfg.b1, b2=cfg.b2)
+def build_lion(cfg, specs, lr_mults, schedule, hp=None) -> optax.GradientTransformation:
+    hp = hyper_values(cfg, HYPERPARAMETERS, hp)
+    return build_sign_optimizer(cfg, hp, specs, lr_mults, schedule, b1=hp["b1"], b2=hp["b2"])
 
 
-def build_tiger(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
-    return build_sign_optimizer(cfg, specs, lr_mults, schedule, b1=cfg.b1, b2=cfg.b1)
+def build_tiger(cfg, specs, lr_mults, schedule, hp=None) -> optax.GradientTransformation:
+    hp = hyper_values(cfg, HYPERPARAMETERS, hp)
+    return build_sign_optimizer(cfg, hp, specs, lr_mults, schedule, b1=hp["b1"], b2=hp["b1"])

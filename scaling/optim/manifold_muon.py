@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scaling.optim.common import apply_lr, base_lrs, map_with_specs, route, scale_and_decay
-from scaling.optim.muon import FALLBACK_ROLES, muon_momentum
+from scaling.optim.common import apply_lr, base_lrs, hyper_values, map_with_specs, route, scale_and_decay
+from scaling.optim.muon import FALLBACK_ROLES, HYPERPARAMETERS, muon_momentum
 from scaling.optim.newton_schulz import newton_schulz, polar_svd
 from scaling.specs import tree_map_specs
 
@@ -103,14 +103,16 @@ def retract_hidden(specs: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
-def build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
+def build(cfg, specs, lr_mults, schedule, hp=None) -> optax.GradientTransformation:
+    """Runtime scalars: Muon's HYPERPARAMETERS (the same momentum and AdamW fallback)."""
+    hp = hyper_values(cfg, HYPERPARAMETERS, hp)
     direction = route(specs, {"hidden": "stiefel", **{r: "adamw" for r in FALLBACK_ROLES}}, {
-        "stiefel": scale_by_tangent_direction(specs, cfg.momentum, cfg.nesterov, cfg.dual_steps),
-        "adamw": optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+        "stiefel": scale_by_tangent_direction(specs, hp["momentum"], cfg.nesterov, cfg.dual_steps),
+        "adamw": optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"]),
     })
     return optax.chain(
         direction,
-        *scale_and_decay(cfg, specs, lr_mults, tuple(r for r in cfg.decay_roles if r != "hidden")),
-        apply_lr(base_lrs(specs, cfg, FALLBACK_ROLES), schedule),
+        *scale_and_decay(cfg, hp, specs, lr_mults, tuple(r for r in cfg.decay_roles if r != "hidden")),
+        apply_lr(base_lrs(specs, hp, FALLBACK_ROLES), schedule),
         retract_hidden(specs),
     )

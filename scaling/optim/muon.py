@@ -22,10 +22,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scaling.optim.common import apply_lr, base_lrs, map_with_specs, route, scale_and_decay
+from scaling.optim.common import apply_lr, base_lrs, hyper_values, map_with_specs, route, scale_and_decay
 from scaling.optim.newton_schulz import newton_schulz
 
 FALLBACK_ROLES = ("embedding", "output", "vector")
+# the scalars fed to the compiled step as inputs (scaling/optim/common.py)
+HYPERPARAMETERS = ("lr", "b1", "b2", "eps", "weight_decay", "fallback_lr", "momentum")
 
 
 def shape_factor(fan_in: int, fan_out: int, shape_scale: str) -> float:
@@ -72,14 +74,15 @@ def scale_by_muon(specs: Any, beta: float, nesterov: bool, ns_steps: int, ns_coe
     return optax.GradientTransformation(init_momentum, update_fn)
 
 
-def build(cfg, specs, lr_mults, schedule) -> optax.GradientTransformation:
+def build(cfg, specs, lr_mults, schedule, hp=None) -> optax.GradientTransformation:
+    hp = hyper_values(cfg, HYPERPARAMETERS, hp)
     direction = route(specs, {"hidden": "muon", **{r: "adamw" for r in FALLBACK_ROLES}}, {
-        "muon": scale_by_muon(specs, cfg.momentum, cfg.nesterov, cfg.ns_steps, cfg.ns_coeffs, cfg.shape_scale,
+        "muon": scale_by_muon(specs, hp["momentum"], cfg.nesterov, cfg.ns_steps, cfg.ns_coeffs, cfg.shape_scale,
                               jnp.dtype(cfg.ns_dtype), cfg.ns_method),
-        "adamw": optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+        "adamw": optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"]),
     })
     return optax.chain(
         direction,
-        *scale_and_decay(cfg, specs, lr_mults),
-        apply_lr(base_lrs(specs, cfg, FALLBACK_ROLES), schedule),
+        *scale_and_decay(cfg, hp, specs, lr_mults),
+        apply_lr(base_lrs(specs, hp, FALLBACK_ROLES), schedule),
     )

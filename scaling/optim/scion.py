@@ -19,17 +19,21 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scaling.optim.common import apply_lr, scale_and_decay, scale_per_leaf
+from scaling.optim.common import apply_lr, hyper_values, scale_and_decay, scale_per_leaf
 from scaling.optim.lmo import unit_direction
 from scaling.optim.newton_schulz import newton_schulz
-from scaling.specs import tree_map_specs
+from scaling.specs import ROLES, tree_map_specs
+
+
+# the scalars fed to the compiled step as inputs (scaling/optim/common.py); norms and constrained are static
+HYPERPARAMETERS = ("lr", "weight_decay", "alpha", *(f"radius.{r}" for r in ROLES))
 
 
 class ScionState(NamedTuple):
     averaged_grad: Any
 
 
-def scale_by_scion(specs: Any, norms, radius, alpha: float, polar: Callable) -> optax.GradientTransformation:
+def scale_by_scion(specs: Any, norms, radius: dict, alpha, polar: Callable) -> optax.GradientTransformation:
     """direction = rho_role * unit_role(d): the step before the lr (and before the constraint's decay)."""
 
     def init_fn(params):
@@ -40,20 +44,22 @@ def scale_by_scion(specs: Any, norms, radius, alpha: float, polar: Callable) -> 
         d = jax.tree_util.tree_map(lambda d, g: (1 - alpha) * d + alpha * g.astype(jnp.float32),
                                    state.averaged_grad, grads)
         direction = tree_map_specs(
-            lambda s, d: radius.get(s.role) * unit_direction(d, s, norms.get(s.role), polar), specs, d)
+            lambda s, d: radius[s.role] * unit_direction(d, s, norms.get(s.role), polar), specs, d)
         return direction, ScionState(d)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def build(cfg, specs, lr_mults, schedule, polar: Callable | None = None) -> optax.GradientTransformation:
+def build(cfg, specs, lr_mults, schedule, hp=None, polar: Callable | None = None) -> optax.GradientTransformation:
     """`polar` overrides Newton–Schulz for the spectral norm (e.g. lmo.polar_svd, the exact oracle)."""
+    hp = hyper_values(cfg, HYPERPARAMETERS, hp)
+    radius = {r: hp[f"radius.{r}"] for r in ROLES}
     polar = polar or functools.partial(newton_schulz, steps=cfg.ns_steps, coeffs=cfg.ns_coeffs,
                                        dtype=jnp.dtype(cfg.ns_dtype), method=cfg.ns_method)
     return optax.chain(
-        scale_by_scion(specs, cfg.norms, cfg.radius, cfg.alpha, polar),
+        scale_by_scion(specs, cfg.norms, radius, hp["alpha"], polar),
         # constrained: decay 1 at the leaf's full eta, so each step is a convex combination
         *((optax.add_decayed_weights(1.0), scale_per_leaf(lr_mults)) if cfg.constrained
-          else scale_and_decay(cfg, specs, lr_mults)),
-        apply_lr(cfg.lr, schedule),
+          else scale_and_decay(cfg, hp, specs, lr_mults)),
+        apply_lr(hp["lr"], schedule),
     )

@@ -45,16 +45,15 @@ def read_rows(run_dir: Path) -> list[dict]:
 
 def run_all(out: Path) -> dict[str, list[dict]]:
     """Train every golden config into `out` and return its metrics rows by name."""
-    from scaling.batched import train_batched
     from scaling.config import load_config
-    from scaling.train import train
+    from scaling.train import train, train_runs
 
     rows = {}
     for name, overrides in SINGLE.items():
         train(load_config(overrides=RUN + overrides), out / name)
         rows[name] = read_rows(out / name)
     cfgs = [load_config(overrides=RUN + o) for o in BATCHED.values()]
-    train_batched(cfgs, [out / name for name in BATCHED])
+    train_runs(cfgs, [out / name for name in BATCHED])
     rows.update({name: read_rows(out / name) for name in BATCHED})
     return rows
 

@@ -1,0 +1,212 @@
+"""One run directory's files and the host-side bookkeeping that writes them.
+
+Row semantics: a row with step s was written after s optimizer updates (tokens = s·B·T).
+`train_loss` is the loss of the batch that update s was computed on (the model after s-1 updates),
+`val_loss` is measured on the fixed validation set (`validation_batches`: the same sequences for every
+batch size and data seed) with the model after s updates. A diverged run's metrics.jsonl ends with the
+row of its diverged step (no validation loss, no norms); `logged_steps` lists the rows a run holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from scaling import data as data_lib
+from scaling import models
+from scaling.checkpoint import Checkpointer
+from scaling.config import Config
+from scaling.logs import MetricsLog, write_json_atomic
+from scaling.norm_log import flatten_for_log
+
+def eval_steps(total: int, per_octave: int) -> list[int]:
+    """Geometric validation horizons round(2^(j/k)) <= total, plus the last step (powers of 2 included)."""
+    steps, j = {total}, 0
+    while (s := round(2 ** (j / per_octave))) <= total:
+        steps.add(s)
+        j += 1
+    return sorted(steps)
+
+
+def logged_steps(run) -> list[int]:
+    """The steps whose rows metrics.jsonl holds once the run (a RunConfig) is done, step 0 included;
+    a diverged run holds those before its diverged step, then that step. Integrity checks use it."""
+    horizons = set(eval_steps(run.steps, run.eval_per_octave))
+    norms_every = run.norms_every or run.log_every
+    return [0] + [n for n in range(1, run.steps + 1)
+                  if n % run.log_every == 0 or n % norms_every == 0 or n in horizons]
+
+
+def run_meta(cfg: Config, specs: Any) -> dict:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return {**models.count_params(specs), "flops_per_token": models.flops_per_token(cfg.model, specs),
+            "git_sha": sha, "jax": jax.__version__, "optax": optax.__version__, "host": platform.node(),
+            "backend": jax.default_backend()}
+
+
+class RunRecord:
+    """Host-side bookkeeping of one run directory: checkpoints, metrics rows, evaluation horizons, the
+    divergence test and the summary. The loop (scaling.train) keeps one per member, so a run's files do
+    not depend on how many runs it was trained with."""
+
+    def __init__(self, cfg: Config, out: Path):
+        run = cfg.run
+        self.cfg, self.out = cfg, out
+        self.tokens_per_step = run.batch_size * cfg.model.context
+        self.horizons = set(eval_steps(run.steps, run.eval_per_octave))
+        self.norms_every = run.norms_every or run.log_every
+        self.ckpt = Checkpointer(out / "ckpt")
+        self.log = MetricsLog(out / "metrics.jsonl")
+        self.status, self.reason, self.diverged_step = "done", None, None
+        self.start, self.initial_loss, self.elapsed_before = 0, math.nan, 0.0
+        self.val_losses: list[float] = []
+        self.last_row: dict = {}
+        self.t_start = time.time()
+
+    def restore(self, state: Any) -> Any:
+        """The newest readable checkpoint's train state, or the given initial one (a TrainState: params and
+        opt_state, saved as they are); metrics.jsonl is cut back to the restored step."""
+        saved = {"params": state.params, "opt_state": state.opt_state, "step": jnp.int32(0),
+                 "initial_loss": jnp.float32(jnp.nan), "elapsed_s": jnp.float32(0.0)}
+        restored = self.ckpt.restore_latest(saved)
+        if restored is not None:
+            saved = restored[1]
+        self.start = int(saved["step"])
+        self.initial_loss, self.elapsed_before = float(saved["initial_loss"]), float(saved["elapsed_s"])
+        rows = self.log.restart_at(self.start if self.start > 0 else -1)  # from scratch: step 0 is redone
+        self.val_losses = [r["val_loss"] for r in rows if isinstance(r.get("val_loss"), (int, float))]
+        self.last_row = rows[-1] if rows else {}
+        self.t_start = time.time()
+        return state.replace(params=saved["params"], opt_state=saved["opt_state"])
+
+    def log_initial(self, val_loss: float, param_norms: dict) -> None:
+        self.last_row = {"step": 0, "tokens": 0, "val_loss": val_loss, **flatten_for_log(param_norms)}
+        self.log.append(self.last_row)
+        self.val_losses.append(val_loss)
+
+    def with_norms(self, n: int) -> bool:
+        return n % self.norms_every == 0 or n in self.horizons
+
+    def after_step(self, n: int, m: dict, evaluate: Callable[[], float]) -> bool:
+        """Record update n from its metrics m (loss, lr, grad_norm, norms when with_norms(n)); evaluate()
+        gives the validation loss at a horizon. False when the run has just diverged (it is finished)."""
+        run = self.cfg.run
+        loss = float(m["loss"])
+        if n == 1:
+            self.initial_loss = loss
+        row = {"step": n, "tokens": n * self.tokens_per_step, "train_loss": loss, "lr": float(m["lr"]),
+               "grad_norm": float(m["grad_norm"])}
+        if not math.isfinite(loss) or loss > run.diverge_factor * self.initial_loss:
+            self.status, self.diverged_step = "diverged", n
+            self.reason = "non-finite loss" if not math.isfinite(loss) else \
+                f"loss {loss:.4g} > {run.diverge_factor} x initial loss {self.initial_loss:.4g}"
+            self.log.append(row)
+            self.last_row = row
+            return False
+        if self.with_norms(n):
+            row.update(flatten_for_log({k: v for k, v in m.items() if "/" in k}))
+        if n in self.horizons:
+            row["val_loss"] = float(evaluate())
+            self.val_losses.append(row["val_loss"])
+        if n % run.log_every == 0 or self.with_norms(n) or n in self.horizons:
+            self.log.append(row)
+            self.last_row = row
+        return True
+
+    def should_save(self, n: int, stop: bool) -> bool:
+        every = self.cfg.run.checkpoint_every
+        return bool(every and n % every == 0) or n == self.cfg.run.steps or stop
+
+    def save(self, n: int, state: Any) -> None:
+        elapsed = self.elapsed_before + time.time() - self.t_start
+        self.ckpt.save(n, {"params": state.params, "opt_state": state.opt_state, "step": jnp.int32(n),
+                           "initial_loss": jnp.float32(self.initial_loss), "elapsed_s": jnp.float32(elapsed)})
+
+    def close(self) -> None:
+        self.log.close()
+        self.ckpt.close()
+
+    def finish(self) -> dict:
+        """Write summary.json (atomically, last) and return it."""
+        last, status = self.last_row, self.status
+        summary = {
+            "status": status,
+            "steps": last.get("step", 0),
+            "tokens": last.get("tokens", 0),
+            "final_train_loss": last.get("train_loss"),
+            "final_val_loss": last.get("val_loss") if status == "done" else None,
+            "best_val_loss": min(self.val_losses) if self.val_losses else None,
+            "initial_loss": self.initial_loss,
+            "wall_time_s": self.elapsed_before + time.time() - self.t_start,
+            "diverged_step": self.diverged_step,
+            "diverge_reason": self.reason,
+            **{k: v for k, v in json.loads((self.out / "config.json").read_text())["_meta"].items()
+               if k.startswith("n_params") or k == "flops_per_token"},
+        }
+        write_json_atomic(self.out / "summary.json", summary)
+        return summary
+
+
+
+EVAL_CHUNK_TOKENS = 16_384  # tokens per evaluation forward pass when run.eval_batch_size is 0
+
+
+def validation_sizes(cfg: Config) -> tuple[int, int]:
+    """(sequences in the validation set, sequences per evaluation chunk): ceil(eval_tokens / context)
+    and run.eval_batch_size (0: EVAL_CHUNK_TOKENS // context), neither depending on run.batch_size."""
+    run, T = cfg.run, cfg.model.context
+    n = max(1, -(-run.eval_tokens // T))
+    chunk = run.eval_batch_size or max(1, EVAL_CHUNK_TOKENS // T)
+    return n, min(n, chunk)
+
+
+def validation_batches(dataset: data_lib.Dataset, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed validation set of (dataset, model.context, run.eval_tokens, run.eval_seed) as
+    ((C, N, T+1) full chunks, (R, T+1) rest), R < N: the same sequences for every run.batch_size and
+    run.data_seed, so every run of a sweep is scored on the same data (Program.evaluate_fn)."""
+    run, T = cfg.run, cfg.model.context
+    n, chunk = validation_sizes(cfg)
+    seqs = data_lib.batch(dataset.val, run.eval_seed, 0, n, T + 1, data_lib.VAL)
+    full = n // chunk * chunk
+    return seqs[:full].reshape(n // chunk, chunk, T + 1), seqs[full:]
+
+
+
+class _Bar:
+    """A rich progress bar showing loss and tokens/s."""
+
+    def __init__(self, total: int, start: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"),
+                                 TimeRemainingColumn())
+        self.task = self.progress.add_task("train", total=total, completed=start, loss=float("nan"), tps=0.0)
+        self.t0, self.start = time.time(), start
+        self.progress.start()
+
+    def advance(self, step: int, loss: float, tokens_per_step: int) -> None:
+        tps = (step - self.start) * tokens_per_step / max(time.time() - self.t0, 1e-9)
+        self.progress.update(self.task, completed=step, loss=loss, tps=tps)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def progress_bar(enabled: bool, total: int, start: int) -> _Bar | None:
+    return _Bar(total, start) if enabled else None
+
