@@ -15,9 +15,9 @@ import numpy as np
 from scipy.optimize import minimize
 
 
-def huber_log_objective(x, logN, logD, logL, delta: float = 1e-3, scale: float = 1.0):
-    """(value, gradient) of scale * sum_i Huber_delta(logsumexp(u_i) - log L_i);
-    x = (log_A, log_B, log_E, alpha, beta)."""
+def huber_log_objective(x, logN, logD, logL, delta: float = 1e-3, scale: float = 1.0, weights=None):
+    """(value, gradient) of scale * sum_i w_i Huber_delta(logsumexp(u_i) - log L_i);
+    x = (log_A, log_B, log_E, alpha, beta); weights: per-point w_i (bootstrap counts), default 1."""
     a, b, e, alpha, beta = x
     u1, u2 = a - alpha * logN, b - beta * logD
     m = np.maximum(np.maximum(u1, u2), e)
@@ -25,8 +25,11 @@ def huber_log_objective(x, logN, logD, logL, delta: float = 1e-3, scale: float =
     s = q1 + q2 + q3
     r = m + np.log(s) - logL
     ar = np.abs(r)
-    f = np.sum(np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta)))
+    h = np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
     c = np.clip(r, -delta, delta) / s
+    if weights is not None:
+        h, c = h * weights, c * weights
+    f = np.sum(h)
     g = np.array([np.sum(c * q1), np.sum(c * q2), np.sum(c * q3), -np.sum(c * q1 * logN), -np.sum(c * q2 * logD)])
     return scale * f, scale * g
 

@@ -8,35 +8,18 @@ is ever compiled (the ladder is absolute, so a grid fit and a bootstrap reuse ea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import jax
 import numpy as np
 
-RUNNING, CONVERGED_GTOL, CONVERGED_FTOL, MAX_ITER, FAILED = 0, 1, 2, 3, 4
-STATUS_NAMES = {RUNNING: "running", CONVERGED_GTOL: "gtol", CONVERGED_FTOL: "ftol", MAX_ITER: "max_iter",
-                FAILED: "failed"}
+from analysis.optimize.result import FAILED, MAX_ITER, RUNNING, BatchResult
 
 # Every distinct batch size costs a compilation (seconds on a small CPU), so batch sizes come from one
 # fixed ladder (20 * 2^k: at most half padding) shared by all fits in a process, and a batch is
 # compacted only once its live problems fit a size four times smaller.
 LADDER = [20 * 2**k for k in range(11)]  # 20, 40, ..., 20480
 MAX_BATCH = 5120  # larger problems are split into blocks of this size (bounds memory)
-
-
-@dataclass
-class BatchResult:
-    """Per-problem results (numpy, leading batch axis)."""
-
-    x: np.ndarray  # (S, P) solutions
-    f: np.ndarray  # (S,) objective at x
-    grad_inf: np.ndarray  # (S,) max |gradient| at x
-    n_iter: np.ndarray  # (S,) iterations used
-    status: np.ndarray  # (S,) codes, see STATUS_NAMES
-
-    def status_counts(self) -> dict[str, int]:
-        return {STATUS_NAMES[int(k)]: int(v) for k, v in zip(*np.unique(self.status, return_counts=True))}
 
 
 def bucket(n: int) -> int:

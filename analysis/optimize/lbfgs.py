@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.optimize.driver import CONVERGED_FTOL, CONVERGED_GTOL, FAILED, RUNNING, BatchResult, run_compacted
+from analysis.optimize.driver import run_compacted
+from analysis.optimize.result import CONVERGED_FTOL, CONVERGED_GTOL, FAILED, RUNNING, BatchResult
 
 _CACHE: dict[Any, Any] = {}
 

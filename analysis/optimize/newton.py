@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.optimize.driver import (CONVERGED_FTOL, CONVERGED_GTOL, MAX_BATCH, RUNNING, BatchResult,
-                                     run_compacted)
+from analysis.optimize.driver import MAX_BATCH, run_compacted
+from analysis.optimize.result import CONVERGED_FTOL, CONVERGED_GTOL, RUNNING, BatchResult
 
 _CACHE: dict[Any, Any] = {}
 _BISECTIONS = 40
