@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.config_io import ConfigError, apply_overrides, from_dict, load_file, to_dict
+from scaling.schedules import SCHEDULES
 from scaling.specs import ROLES
 
 __all__ = ["ConfigError", "Config", "ModelConfig", "ParamConfig", "OptimConfig", "DataConfig", "RunConfig",
@@ -119,8 +120,6 @@ class ParamConfig:
             _check(v >= 0, f"param.lr_mult.{r}={v} must be >= 0")
 
 
-OPTIMIZERS = ("adamw", "sgd", "lion", "tiger", "muon", "scion", "manifold_muon")
-
 # The OptimConfig fields each optimizer reads (besides name); a field it does not read must stay at its
 # default, so no option is silently ignored (tests/test_optim_config.py checks this table against the
 # builders: every listed field changes the update).
@@ -136,6 +135,7 @@ OPTIMIZER_FIELDS = {
     "scion": (*_DECAY, "constrained", "alpha", "norms", "radius", *_NEWTON_SCHULZ),
     "manifold_muon": (*_DECAY, *_ADAMW_FALLBACK, "momentum", "nesterov", "dual_steps"),
 }
+OPTIMIZERS = tuple(OPTIMIZER_FIELDS)  # the optimizer names (scaling.optim.REGISTRY has one row each)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,8 +269,7 @@ class RunConfig:
         for name in ("warmup_steps", "checkpoint_every", "norms_every", "eval_seed", "eval_batch_size"):
             v = getattr(self, name)
             _check(v >= 0, f"run.{name}={v} must be >= 0")
-        _check(self.schedule in ("constant", "warmup", "wsd", "cosine"),
-               f"run.schedule={self.schedule!r} must be one of constant, warmup, wsd, cosine")
+        _check(self.schedule in SCHEDULES, f"run.schedule={self.schedule!r} must be one of {', '.join(SCHEDULES)}")
         _check(0 <= self.decay_frac <= 1, f"run.decay_frac={self.decay_frac} must be in [0, 1]")
         _check(self.grad_clip >= 0, f"run.grad_clip={self.grad_clip} must be >= 0")
         _check(self.compute_dtype in ("float32", "bfloat16"), f"run.compute_dtype={self.compute_dtype!r} must be float32 or bfloat16")

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from scaling import optim, parametrization
 from scaling.config import Config, DataConfig
 from scaling.optim.common import get_field
+from scaling.schedules import SCHEDULES
 
 # Read only on the host or at initialisation (the step never sees them).
 _HOST_ONLY_RUN = dict(seed=0, data_seed=0, log_every=1, norms_every=0, eval_per_octave=1, eval_tokens=1,
@@ -70,7 +71,7 @@ def program_config(cfg: Config) -> Config:
     for f in fields(cfg):
         cfg = replace_field(cfg, f, _default(cfg, f))
     run = dataclasses.replace(cfg.run, **_HOST_ONLY_RUN)
-    if cfg.run.schedule in ("constant", "warmup"):  # only decaying schedules read the length
+    if not SCHEDULES[cfg.run.schedule]:  # only decaying schedules read the length
         run = dataclasses.replace(run, steps=1)
     param = dataclasses.replace(cfg.param, **_INIT_ONLY_PARAM)
     return dataclasses.replace(cfg, run=run, param=param, data=DataConfig(source="synthetic"))

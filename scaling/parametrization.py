@@ -26,11 +26,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from scaling import optim as optimizers
 from scaling.config import ModelConfig, OptimConfig, ParamConfig
+from scaling.optim.lmo import boundary_init
 from scaling.specs import ROLES, Multipliers, ParamSpec, tree_map_specs
-
-ORTHOGONALISED_HIDDEN = ("muon", "manifold_muon")
-
 
 def base_model_config(model: ModelConfig, param: ParamConfig) -> ModelConfig:
     """The model at the base width (heads rescaled when the head dimension is pinned)."""
@@ -111,17 +110,14 @@ def init_params(specs: Any, key: jax.Array, param: ParamConfig, model: ModelConf
     keys = jax.random.split(key, len(leaves))
     scale = residual_scale(model)
     if param.kind == "scion":
-        from scaling.optim.lmo import boundary_init  # noqa: PLC0415 - optimizer-specific init
-
         optim = optim or OptimConfig(name="scion")
         arrays = [boundary_init(s, k, optim.norms.get(s.role), optim.radius.get(s.role))
                   * (scale if s.residual_out else 1.0) for s, k in zip(leaves, keys)]
     else:
         arrays = [init_leaf(s, k, param, scale) for s, k in zip(leaves, keys)]
-    if optim is not None and optim.name == "manifold_muon":
-        from scaling.optim.manifold_muon import project_to_manifold  # noqa: PLC0415 - optimizer-specific init
-
-        arrays = [project_to_manifold(a) if s.role == "hidden" else a for s, a in zip(leaves, arrays)]
+    project = optimizers.row(optim).init_hidden if optim is not None else None
+    if project is not None:  # e.g. manifold Muon starts on its manifold
+        arrays = [project(a) if s.role == "hidden" else a for s, a in zip(leaves, arrays)]
     return jax.tree_util.tree_unflatten(treedef, arrays)
 
 
@@ -137,13 +133,14 @@ def lr_multiplier(spec: ParamSpec, param: ParamConfig, optim: OptimConfig, lr_mu
     """Per-leaf multiplier of the optimizer's base lr (the rule times the free multiplier of the role:
     lr_mult["lr_mult.<role>"], a runtime input, default param.lr_mult)."""
     free = param.lr_mult.get(spec.role) if lr_mult is None else lr_mult[f"lr_mult.{spec.role}"]
-    if param.kind == "sp" or optim.name == "scion":
+    rule_column = optimizers.row(optim).lr_rule
+    if param.kind == "sp" or rule_column == "lmo":
         return free
     m_in, m_out = spec.width_mult_in, spec.width_mult_out
     role = spec.role
-    if role == "hidden" and optim.name in ORTHOGONALISED_HIDDEN:
+    if role == "hidden" and rule_column == "orthogonal":
         return free / math.sqrt(m_in) if optim.shape_scale == "moonlight" else free
-    if optim.name == "sgd":  # muP SGD column (Table 3); spectral's SGD rule fan_out/fan_in agrees
+    if rule_column == "sgd":  # muP SGD column (Table 3); spectral's SGD rule fan_out/fan_in agrees
         rule = {"embedding": m_out, "vector": m_out, "hidden": 1.0, "output": 1.0 / m_in}[role]
         return free * rule
     # Adam column (Adam, AdamW, Lion, Tiger and the AdamW fallbacks): hidden and output lr / m.

@@ -1,12 +1,20 @@
-"""Learning-rate schedules as multipliers in [0, 1] of the peak lr; they multiply per-role lrs."""
+"""Learning-rate schedules as multipliers in [0, 1] of the peak lr; they multiply per-role lrs.
+
+SCHEDULES is the one list of schedule names (run.schedule is validated against it): name -> whether the
+schedule reads the run's length (run.steps), which then shapes the compiled program (scaling.hyper).
+A schedule has no runtime hyperparameters: warmup_steps and decay_frac shape the program too.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import jax.numpy as jnp
 
-from scaling.config import RunConfig
+if TYPE_CHECKING:  # scaling.config validates run.schedule against SCHEDULES
+    from scaling.config import RunConfig
+
+SCHEDULES = {"constant": False, "warmup": False, "wsd": True, "cosine": True}
 
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 

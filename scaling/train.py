@@ -17,8 +17,8 @@ from checkpoints of the same step): `MembersOutOfStep` is raised otherwise, befo
 Dispatch-ahead: the host dispatches update n+1 before it reads update n's metrics, so logging, the
 divergence test and the next batch overlap the device's work. Divergence is seen one update late; the
 extra update is discarded (never logged or saved), so the recorded diverged step and the files are those
-of a loop that waited. Evaluations at a horizon are dispatched right after their update, checkpoints and
-preemption wait for their step's record. On CPU batching is usually slower than running the members one
+of a loop that waited. Evaluation horizons (geometric, so rare), checkpoints and preemption wait for
+their step's record before the next update is dispatched. On CPU batching is usually slower than running the members one
 after another (benchmarks/README.md, "Sweeps"): it pays on accelerators, where one small run leaves the
 device idle.
 """
@@ -167,8 +167,8 @@ def _loop(program: Program, cfgs: list[Config], records: list[RunRecord], states
         else:
             tokens = data_lib.batch(dataset.train, data_seeds[0], s, B, T + 1)
         state, metrics = fn.step(state, tokens, jnp.int32(s), rec0.with_norms(n), hp)
-        # dispatched before the next update donates these parameters
-        val_loss = fn.evaluate(state.params, val) if n in rec0.horizons else None
+        horizon = n in rec0.horizons
+        val_loss = fn.evaluate(state.params, val) if horizon else None
         if pending is not None:  # update n-1, while update n runs
             record(*pending)
             pending = None
@@ -176,11 +176,15 @@ def _loop(program: Program, cfgs: list[Config], records: list[RunRecord], states
                 break  # every member diverged at n-1: update n is discarded
         stop = should_stop is not None and should_stop()
         pending = (n, metrics, val_loss)
-        if rec0.should_save(n, stop):  # a checkpoint (and the last step, and a stop) waits for its record
+        # A horizon, a checkpoint, the last step and a stop wait for their record, so no evaluation or
+        # save still reads this state when the next update donates its buffers.
+        save = rec0.should_save(n, stop)
+        if horizon or save:
             record(*pending)
             pending = None
             if not any(active):
                 break
+        if save:
             for k, rec in enumerate(records):
                 if active[k]:
                     rec.save(n, _member(state, k, K))

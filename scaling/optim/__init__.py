@@ -29,26 +29,32 @@ from scaling.optim.newton_schulz import newton_schulz
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
     """One row of the registry: how to build it, which scalars of its config section are runtime inputs
-    of the compiled step (dotted names relative to optim), and which roles it hands to its AdamW fallback
-    (which runs at optim.fallback_lr)."""
+    of the compiled step (dotted names relative to optim), which roles it hands to its AdamW fallback
+    (which runs at optim.fallback_lr), which column of the width-scaling lr rules applies to it
+    (scaling.parametrization.lr_multiplier: adam, sgd, orthogonal = Adam's except on orthogonalised hidden
+    matrices, lmo = none, its oracles carry the width scaling), and what it does to hidden matrices at
+    init (None: nothing)."""
 
     build: Callable[..., optax.GradientTransformation]  # (cfg, specs, lr_mults, schedule, hp=None)
     hyperparameters: tuple[str, ...]
     fallback_roles: Callable[[OptimConfig], tuple[str, ...]] = lambda cfg: ()
+    lr_rule: str = "adam"  # adam | sgd | orthogonal | lmo
+    init_hidden: Callable[[jax.Array], jax.Array] | None = None
 
 
 REGISTRY: dict[str, Optimizer] = {
     "adamw": Optimizer(adamw.build, adamw.HYPERPARAMETERS),
-    "sgd": Optimizer(adamw.build_sgd, adamw.SGD_HYPERPARAMETERS),
+    "sgd": Optimizer(adamw.build_sgd, adamw.SGD_HYPERPARAMETERS, lr_rule="sgd"),
     "lion": Optimizer(lion.build_lion, lion.HYPERPARAMETERS, lion.fallback_roles),
     "tiger": Optimizer(lion.build_tiger, lion.HYPERPARAMETERS, lion.fallback_roles),
-    "muon": Optimizer(muon.build, muon.HYPERPARAMETERS, lambda cfg: muon.FALLBACK_ROLES),
-    "scion": Optimizer(scion.build, scion.HYPERPARAMETERS),
-    "manifold_muon": Optimizer(manifold_muon.build, muon.HYPERPARAMETERS, lambda cfg: muon.FALLBACK_ROLES),
+    "muon": Optimizer(muon.build, muon.HYPERPARAMETERS, lambda cfg: muon.FALLBACK_ROLES, lr_rule="orthogonal"),
+    "scion": Optimizer(scion.build, scion.HYPERPARAMETERS, lr_rule="lmo"),
+    "manifold_muon": Optimizer(manifold_muon.build, muon.HYPERPARAMETERS, lambda cfg: muon.FALLBACK_ROLES,
+                               lr_rule="orthogonal", init_hidden=manifold_muon.project_to_manifold),
 }
 BUILDERS = {name: row.build for name, row in REGISTRY.items()}
 
-__all__ = ["BUILDERS", "REGISTRY", "Optimizer", "build_optimizer", "hyperparameters", "leaf_learning_rates",
+__all__ = ["BUILDERS", "REGISTRY", "Optimizer", "row", "build_optimizer", "hyperparameters", "leaf_learning_rates",
            "newton_schulz", "boundary_init"]
 
 
@@ -56,6 +62,11 @@ def _row(cfg: OptimConfig) -> Optimizer:
     if cfg.name not in REGISTRY:
         raise ConfigError(f"optim.name={cfg.name!r} is not implemented (available: {', '.join(sorted(REGISTRY))})")
     return REGISTRY[cfg.name]
+
+
+def row(cfg: OptimConfig) -> Optimizer:
+    """The registry row of cfg's optimizer."""
+    return _row(cfg)
 
 
 def hyperparameters(cfg: OptimConfig) -> tuple[str, ...]:

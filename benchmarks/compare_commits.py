@@ -1,0 +1,107 @@
+"""Side-by-side throughput of two commits' training loops on this machine: paired subprocess rounds.
+
+    .venv/bin/python benchmarks/compare_commits.py BASE_COMMIT [--rounds 5] [--steps 60] [--k 4]
+
+BASE_COMMIT is checked out into a temporary `git worktree`; the working tree is the other side. Each round
+runs, for both sides in alternating order, one fresh process per measurement: `train` of one run (the
+single-run path; today the K = 1 case of the one loop) and, with --k > 1, `train_runs` (or the base's
+`train_batched`) of K runs in one vmapped program. Every process compiles first (a 2-step run of the same
+program), then times whole runs (evaluations and checkpoints included) and prints tokens/s. The result is
+the median over rounds of the per-round ratio new / base (load from other processes hits both sides of a
+round alike), as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ["model.width=64", "model.depth=2", "model.n_heads=2", "model.context=64", "model.mlp_ratio=4",
+          "run.batch_size=16", "run.log_every=10", "run.checkpoint_every=0", "data.source=synthetic",
+          "optim.name=adamw", "run.eval_tokens=2048"]
+
+SNIPPET = r"""
+import faulthandler, json, sys, tempfile, time
+faulthandler.dump_traceback_later(280)  # a stuck measurement says where (then measure() retries it)
+import scaling
+from scaling.config import load_config
+mode, k, steps, base = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+def cfgs(n, s, tag):
+    return [load_config(overrides=base + [f"run.steps={s}", f"optim.lr={1e-3 * (1 + i / 8 + tag)}"]) for i in range(n)]
+if mode == "single":
+    from scaling.train import train
+    run = lambda cs, outs: [train(c, o) for c, o in zip(cs, outs)]
+else:
+    try:
+        from scaling.train import train_runs as run
+    except ImportError:
+        from scaling.batched import train_batched as run
+n = 1 if mode == "single" else k
+with tempfile.TemporaryDirectory() as tmp:
+    run(cfgs(n, 2, 10), [f"{tmp}/w{i}" for i in range(n)])  # compiles
+    t = time.perf_counter()
+    run(cfgs(n, steps, 0), [f"{tmp}/r{i}" for i in range(n)])
+    wall = time.perf_counter() - t
+c = cfgs(1, steps, 0)[0]
+print(json.dumps({"file": scaling.__file__, "tok_s": n * steps * c.run.batch_size * c.model.context / wall}))
+"""
+
+
+def measure(tree: Path, mode: str, k: int, steps: int, tries: int = 3) -> float:
+    """tok/s of one fresh process; a process that makes no progress for `timeout` s (seen on this loaded
+    VM with both commits' code, blocked inside XLA:CPU) is killed and the measurement retried."""
+    for attempt in range(tries):
+        try:
+            proc = subprocess.run([sys.executable, "-c", SNIPPET, mode, str(k), str(steps), json.dumps(CONFIG)],
+                                  cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+                                  capture_output=True, text=True, timeout=300)
+            break
+        except subprocess.TimeoutExpired:
+            print(json.dumps({"retry": str(tree), "mode": mode, "attempt": attempt}), file=sys.stderr, flush=True)
+    else:
+        raise RuntimeError(f"{tree}: {mode} timed out {tries} times")
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    row = json.loads(proc.stdout.splitlines()[-1])
+    assert Path(row["file"]).resolve().is_relative_to(tree.resolve()), (row["file"], tree)
+    return row["tok_s"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("base")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--k", type=int, default=4)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base], cwd=ROOT, check=True,
+                       capture_output=True)
+        try:
+            modes = ["single"] + (["batched"] if args.k > 1 else [])
+            for mode in modes:
+                ratios, new_tok, base_tok = [], [], []
+                for r in range(args.rounds):
+                    order = [(ROOT, new_tok), (base, base_tok)]
+                    for tree, out in order if r % 2 == 0 else order[::-1]:
+                        out.append(measure(tree, mode, args.k, args.steps))
+                    ratios.append(new_tok[-1] / base_tok[-1])
+                print(json.dumps({"mode": mode, "K": 1 if mode == "single" else args.k, "steps": args.steps,
+                                  "rounds": args.rounds, "new_tok_s": round(statistics.median(new_tok)),
+                                  "base_tok_s": round(statistics.median(base_tok)),
+                                  "ratio_median": round(statistics.median(ratios), 3),
+                                  "ratios": [round(x, 3) for x in ratios]}), flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
