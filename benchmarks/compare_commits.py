@@ -1,6 +1,6 @@
 """Side-by-side throughput of two commits' training loops on this machine: paired subprocess rounds.
 
-    .venv/bin/python benchmarks/compare_commits.py BASE_COMMIT [--rounds 5] [--steps 60] [--k 4]
+    .venv/bin/python benchmarks/compare_commits.py BASE_COMMIT [--rounds 5] [--steps 60] [--k 4] [--reference]
 
 BASE_COMMIT is checked out into a temporary `git worktree`; the working tree is the other side. Each round
 runs, for both sides in alternating order, one fresh process per measurement: `train` of one run (the
@@ -8,7 +8,8 @@ single-run path; today the K = 1 case of the one loop) and, with --k > 1, `train
 `train_batched`) of K runs in one vmapped program. Every process compiles first (a 2-step run of the same
 program), then times whole runs (evaluations and checkpoints included) and prints tokens/s. The result is
 the median over rounds of the per-round ratio new / base (load from other processes hits both sides of a
-round alike), as JSON lines.
+round alike), as JSON lines. Each measurement is pinned to one core, as sweep workers are: unpinned
+processes on this loaded 2-core VM sometimes stalled for good inside XLA:CPU (with either commit's code).
 """
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ CONFIG = ["model.width=64", "model.depth=2", "model.n_heads=2", "model.context=6
           "run.batch_size=16", "run.log_every=10", "run.checkpoint_every=0", "data.source=synthetic",
           "optim.name=adamw", "run.eval_tokens=2048"]
 
+# the throughput benchmark's reference transformer (benchmarks/train_throughput.py)
+REFERENCE = ["model.width=128", "model.depth=4", "model.n_heads=4", "model.context=128", "model.mlp=gelu",
+             "model.mlp_ratio=4", "run.batch_size=32", "run.log_every=10", "run.checkpoint_every=0",
+             "data.source=synthetic", "optim.name=adamw", "optim.lr=1e-3", "run.eval_tokens=4096"]
+
 SNIPPET = r"""
-import faulthandler, json, sys, tempfile, time
+import faulthandler, json, os, sys, tempfile, time
+os.sched_setaffinity(0, {int(sys.argv[5])})  # one core, as a sweep worker (XLA sizes its pool from the mask)
 faulthandler.dump_traceback_later(280)  # a stuck measurement says where (then measure() retries it)
 import scaling
 from scaling.config import load_config
@@ -54,12 +61,13 @@ print(json.dumps({"file": scaling.__file__, "tok_s": n * steps * c.run.batch_siz
 """
 
 
-def measure(tree: Path, mode: str, k: int, steps: int, tries: int = 3) -> float:
+def measure(tree: Path, mode: str, k: int, steps: int, config: list[str], tries: int = 3) -> float:
     """tok/s of one fresh process; a process that makes no progress for `timeout` s (seen on this loaded
     VM with both commits' code, blocked inside XLA:CPU) is killed and the measurement retried."""
     for attempt in range(tries):
         try:
-            proc = subprocess.run([sys.executable, "-c", SNIPPET, mode, str(k), str(steps), json.dumps(CONFIG)],
+            proc = subprocess.run([sys.executable, "-c", SNIPPET, mode, str(k), str(steps), json.dumps(config),
+                                   str(min(os.sched_getaffinity(0)))],
                                   cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
                                   capture_output=True, text=True, timeout=300)
             break
@@ -80,7 +88,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--k", type=int, default=4)
+    p.add_argument("--reference", action="store_true", help="the throughput benchmark's reference transformer")
     args = p.parse_args()
+    config = REFERENCE if args.reference else CONFIG
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
         subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base], cwd=ROOT, check=True,
@@ -92,9 +102,9 @@ def main() -> None:
                 for r in range(args.rounds):
                     order = [(ROOT, new_tok), (base, base_tok)]
                     for tree, out in order if r % 2 == 0 else order[::-1]:
-                        out.append(measure(tree, mode, args.k, args.steps))
+                        out.append(measure(tree, mode, args.k, args.steps, config))
                     ratios.append(new_tok[-1] / base_tok[-1])
-                print(json.dumps({"mode": mode, "K": 1 if mode == "single" else args.k, "steps": args.steps,
+                print(json.dumps({"config": "reference" if args.reference else "small", "mode": mode, "K": 1 if mode == "single" else args.k, "steps": args.steps,
                                   "rounds": args.rounds, "new_tok_s": round(statistics.median(new_tok)),
                                   "base_tok_s": round(statistics.median(base_tok)),
                                   "ratio_median": round(statistics.median(ratios), 3),
