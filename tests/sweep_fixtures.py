@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +35,15 @@ def shared_jax_cache() -> Path:
     path = Path(tempfile.gettempdir()) / f"scaling-sweep-tests-jax-cache-{os.getuid()}"
     path.mkdir(exist_ok=True)
     return path
+
+
+class StopAfter(threading.Event):
+    """A stop flag that turns on at its n-th poll (the worker polls it before each run and each step)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n <= 0 or super().is_set()

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from scaling.config import ConfigError
 from scaling.identity import IDENTITY_SCHEMA, canonical_json
 from scaling_cli import main
-from sweep_fixtures import shared_jax_cache, write_experiment
+from sweep_fixtures import StopAfter, shared_jax_cache, write_experiment
 from sweeps import run_id as rid
 from sweeps.experiment import expand, load_experiment
 from sweeps.lease import Lease
@@ -33,18 +32,6 @@ from sweeps.worker import EXIT_DONE, EXIT_REQUEUE, Worker, WorkerOptions
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = WorkerOptions(jax_cache=None, poll_s=0.1)
 BT = 8 * 32  # TINY_BASE's run.batch_size x model.context: the tokens of one old validation batch
-
-
-class StopAfter(threading.Event):
-    """A stop flag that turns on at its n-th poll (the worker polls it before each run and each step)."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n = n
-
-    def is_set(self) -> bool:
-        self.n -= 1
-        return self.n <= 0 or super().is_set()
 
 
 def _experiment(tmp: Path, name: str, lrs, eval_batches: int, **kw) -> Path:

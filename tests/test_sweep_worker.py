@@ -4,7 +4,6 @@ All runs share one program (tiny MLP, only lr/seed differ), so the module compil
 
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from scaling_cli import main
 from sweeps.experiment import expand, load_experiment
 from sweeps.store import Store
-from sweep_fixtures import write_experiment
+from sweep_fixtures import StopAfter, write_experiment
 from sweeps.worker import EXIT_DONE, EXIT_FAILED, EXIT_REQUEUE, Worker, WorkerOptions
 
 OPTIONS = WorkerOptions(jax_cache=None, poll_s=0.1)
@@ -36,18 +35,6 @@ def _result(store: Store, run_id: str):
 
 def _starts(store: Store, run_id: str):
     return [e for e in store.events(run_id) if e["event"] == "start"]
-
-
-class StopAfter(threading.Event):
-    """A stop flag that turns on at its n-th poll (the worker polls it before each run and each step)."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n = n
-
-    def is_set(self) -> bool:
-        self.n -= 1
-        return self.n <= 0 or super().is_set()
 
 
 @pytest.fixture(scope="module")
