@@ -34,10 +34,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_arguments(p, example: str) -> None:
+    """CONFIG and --set KEY=VALUE, as every command that builds a run config takes them."""
+    p.add_argument("config", nargs="?", help="JSON or YAML config file (defaults for missing fields)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"override a field, e.g. {example}")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one run (resumes if OUT holds a checkpoint)")
-    p.add_argument("config", nargs="?", help="JSON or YAML config file (defaults for missing fields)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. optim.lr=1e-3")
+    _add_config_arguments(p, example="optim.lr=1e-3")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
@@ -106,8 +111,7 @@ def _cmd_coord_check(args: argparse.Namespace) -> int:
 
 def _add_coord_check(sub) -> None:
     p = sub.add_parser("coord-check", help="activation size vs width over the first optimizer steps (muP check)")
-    p.add_argument("config", nargs="?", help="JSON or YAML config file (defaults for missing fields)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. param.kind=mup")
+    _add_config_arguments(p, example="param.kind=mup")
     p.add_argument("--widths", help="comma-separated widths (default: model.width x 1, 2, 4, 8)")
     p.add_argument("--steps", type=int, default=3, help="optimizer steps after init (default 3)")
     p.add_argument("--seeds", type=int, default=1, help="seeds to average over (default 1)")
