@@ -9,12 +9,13 @@ spectral (hidden semi-orthogonal x sqrt(fan_out/fan_in), residual outputs x 1/sq
 
 4 batch sizes x 15 learning rates (factors of 2^0.5) = 60 constant-lr runs, each trained for the same 2^20
 tokens (a quarter of an epoch of the training plays); validation at every power-of-two step, so every batch size
-is evaluated at the shared horizons 2^17 ... 2^20 tokens (8x). One seed (a second is a later addition).
+is evaluated at the shared horizons 2^17 ... 2^20 tokens (8x). Two seeds (init and data order); seed 0 is
+the default, so the first seed's run ids are those of the one-seed version of this file.
 
     scaling sweep run norm_transfer_eta_b --store stores/norm_transfer --workers 2
 """
 
-from sweeps.spec import axis, derived, log2_grid, product, steps_for_tokens
+from sweeps.spec import axis, derived, log2_grid, product, steps_for_tokens, zip
 
 BASE = {
     "model.kind": "transformer",
@@ -38,6 +39,7 @@ BASE = {
 }
 
 SWEEP = product(
+    zip(axis("run.seed", [0, 1]), axis("run.data_seed", [0, 1])),
     axis("run.batch_size", [8, 16, 32, 64]),
     axis("optim.lr", log2_grid(2 ** -4.5, -3.5, 3.5, step=0.5)),  # 2^-8 ... 2^-1
     derived("run.steps", steps_for_tokens()),
