@@ -12,11 +12,12 @@ one norm? Study 1's grid of batch sizes and horizons with alpha = 0.1: 4 batch s
 """
 
 from sweeps.experiments.norm_transfer_eta_b import BASE as STUDY_1
-from sweeps.spec import axis, derived, log2_grid, product, steps_for_tokens
+from sweeps.spec import axis, derived, log2_grid, product, steps_for_tokens, zip
 
 BASE = {**STUDY_1, "optim.alpha": 0.1}
 
 SWEEP = product(
+    zip(axis("run.seed", [0, 1]), axis("run.data_seed", [0, 1])),  # two seeds (init and data order)
     axis("run.batch_size", [8, 16, 32, 64]),
     axis("optim.lr", log2_grid(2 ** -4, -2.5, 3.0, step=0.5)),  # 2^-6.5 ... 2^-1
     derived("run.steps", steps_for_tokens()),

@@ -10,11 +10,12 @@ in factors of 2^0.5. Constant lr, so the validation points at 2^17 and 2^18 toke
 """
 
 from sweeps.experiments.norm_transfer_eta_b import BASE as STUDY_1
-from sweeps.spec import axis, derived, log2_grid, product, steps_for_tokens
+from sweeps.spec import axis, derived, log2_grid, product, steps_for_tokens, zip
 
 BASE = {**STUDY_1, "run.batch_size": 16, "tokens": 2 ** 19}
 
 SWEEP = product(
+    zip(axis("run.seed", [0, 1]), axis("run.data_seed", [0, 1])),  # two seeds (init and data order)
     axis("model.width", [32, 64, 128]),
     derived("model.n_heads", lambda c: c["model.width"] // 32),
     axis("model.depth", [2, 4]),
