@@ -28,7 +28,7 @@ import optax
 from optax.contrib import MuonDimensionNumbers
 from optax.contrib import muon as optax_muon
 
-from scaling.config import OptimConfig
+from scaling.config import optim_config
 from scaling.norms import role_norm
 from scaling.optim import build_optimizer
 from scaling.testing import toy_grads, toy_params, toy_specs
@@ -43,7 +43,7 @@ def optimizers(specs, manifold_dual_steps: int) -> dict[str, optax.GradientTrans
     const = lambda t: 1.0  # noqa: E731
     dims = tree_map_specs(lambda s: MuonDimensionNumbers(len(s.shape) - 2, len(s.shape) - 1)
                           if s.role == "hidden" else None, specs)
-    ours = lambda **kw: build_optimizer(OptimConfig(**kw), specs, ones, const)  # noqa: E731
+    ours = lambda **kw: build_optimizer(optim_config(**kw), specs, ones, const)  # noqa: E731
     return {
         "adamw": ours(name="adamw", lr=LR, weight_decay=0.1),
         "lion": ours(name="lion", lr=LR, weight_decay=0.1),

@@ -6,7 +6,8 @@ enforces it for `sweeps`.
 
 Configs      Config, ConfigError, from_dict, to_dict, load_config
 Identity     IDENTITY_SCHEMA, identity(cfg), digest(cfg), check_same_run(config_json, cfg),
-             upgrade(config_dict, schema) (scaling.identity: versioned run identity and its migrations)
+             upgrade(config_dict, schema) (scaling.identity: versioned run identity and its migrations),
+             defaults() (every dotted config key, of every optimizer's section, with its default)
 Run files    read_jsonl, write_json_atomic (config.json, metrics.jsonl, summary.json of a run directory),
              FINAL_STATES (the summary statuses of a finished run)
 Training     train(cfg, out_dir, ...); train_runs(cfgs, out_dirs, ...) for K >= 1 runs with one
@@ -24,7 +25,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from scaling.config import Config, ConfigError, from_dict, load_config, to_dict
-from scaling.identity import IDENTITY_SCHEMA, check_same_run, digest, flatten, identity, upgrade
+from scaling.identity import IDENTITY_SCHEMA, check_same_run, defaults, digest, flatten, identity, upgrade
 from scaling.logs import FINAL_STATES, read_jsonl, write_json_atomic
 
 if TYPE_CHECKING:
@@ -45,5 +46,5 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["Config", "ConfigError", "from_dict", "to_dict", "load_config", "read_jsonl", "write_json_atomic", "FINAL_STATES",
-           "IDENTITY_SCHEMA", "identity", "digest", "check_same_run", "upgrade", "flatten",
+           "IDENTITY_SCHEMA", "identity", "digest", "defaults", "check_same_run", "upgrade", "flatten",
            "train", "train_runs", "logged_steps", "batch_key", "MembersOutOfStep"]

@@ -3,7 +3,9 @@ dataclasses, with errors that name the dotted field.
 
     to_dict(cfg) -> dict                  dataclasses.asdict, JSON-safe (tuples become lists)
     from_dict(cls, data) -> cls           coerces each value to its field's annotated type; an unknown key is
-                                          refused by its dotted name
+                                          refused by its dotted name; a tagged union (a class with a
+                                          `variant` classmethod, e.g. the optim section chosen by
+                                          optim.name) is resolved to its concrete class first
     apply_overrides(data, ["a.b=1"])      sets dotted keys (values parsed as JSON, else kept as strings)
     load_file(path) -> dict               a .json or .yaml/.yml file holding a mapping
 It knows nothing of the run config's sections (scaling.config builds on it).
@@ -23,13 +25,17 @@ class ConfigError(ValueError):
     """Invalid user input; the message names the field or file. The CLI exits with status 2."""
 
 
+def require(cond: bool, msg: str) -> None:
+    """Raise ConfigError(msg) unless cond: the one form every config check takes."""
+    if not cond:
+        raise ConfigError(msg)
 
 def to_dict(cfg: Any) -> dict:
     """Nested plain dict (tuples become lists), JSON-serialisable."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def _coerce(value: Any, tp: Any, field: str) -> Any:
+def coerce(value: Any, tp: Any, field: str) -> Any:
     """Coerce a JSON/YAML/CLI value to the annotated type, or raise ConfigError naming the field."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -42,12 +48,12 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
             value = [v for v in value.split(",") if v]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{field} must be a list, got {value!r}")
-        return tuple(_coerce(v, elem, f"{field}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce(v, elem, f"{field}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0], field)
+        return coerce(value, args[0], field)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -91,12 +97,14 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build a (nested) config dataclass from a dict, rejecting unknown keys by dotted name."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping")
+    if hasattr(cls, "variant"):  # a tagged union: the tag picks the class, which may drop keys it tolerates
+        cls, data = cls.variant(data, prefix)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown config field {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    kwargs = {k: coerce(v, hints[k], prefix + k) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as e:  # pragma: no cover - from_dict passes only known names

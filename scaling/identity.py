@@ -32,7 +32,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from scaling.config import Config, ConfigError, OptimConfig, from_dict, to_dict
+from scaling.config import Config, ConfigError, from_dict, to_dict
+from scaling.optim import REGISTRY
 
 IDENTITY_SCHEMA = 1
 
@@ -52,15 +53,24 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-_DEFAULTS = flatten(to_dict(Config()))
+def _optim_defaults(klass: type) -> dict[str, Any]:
+    """The optim.* defaults of one optimizer's config class, optim.name aside."""
+    return {k: v for k, v in flatten(to_dict(klass()), "optim.").items() if k != "optim.name"}
+
+
+# Outside optim every config has the same defaults; optim.name's default is the default config's (adamw),
+# so a run of another optimizer always names it; every other optim.* default is its class's own.
+_SHARED = {k: v for k, v in flatten(to_dict(Config())).items() if not k.startswith("optim.") or k == "optim.name"}
+_ALL = {k: v for row in reversed(REGISTRY.values()) for k, v in _optim_defaults(row.config).items()} | _SHARED
 
 
 def defaults(cfg: Config | None = None) -> dict[str, Any]:
-    """{dotted key: default value} of the fields of `cfg`'s config. Today one table serves every config;
-    when a section's defaults come to depend on a tag (optim.name choosing the optimizer's own config
-    class, with the same dotted keys and default values), this is the one place that looks them up."""
-    del cfg  # not needed while every config has the same defaults
-    return dict(_DEFAULTS)
+    """{dotted key: default value} of the fields of `cfg`'s config, its optim fields read from the class
+    optim.name selects (scaling.optim.section). Without cfg: every field any config has (the table
+    tests/data/identity_defaults_v<IDENTITY_SCHEMA>.json snapshots)."""
+    if cfg is None:
+        return dict(_ALL)
+    return {**_SHARED, **_optim_defaults(type(cfg.optim))}
 
 
 def _config(cfg: Config | Mapping) -> Config:
@@ -178,17 +188,23 @@ def _schema0_to_1(config: dict) -> tuple[dict, list[str]]:
                      "(they differ where lr multipliers or a fallback lr apply), and a vector's norm was one RMS "
                      "over its stacked layers")
     # Fields the optimizer never reads had no effect; since schema 1 they must stay at their defaults
-    # (e.g. optim.ns_method='direct', once the default, on an AdamW run).
-    if optim:
-        try:
-            unread = from_dict(OptimConfig, optim, prefix="optim.").unread_fields(
-                param.get("kind", base["param.kind"]))
-        except ConfigError:
-            unread = ()  # from_dict(Config, ...) names the problem
-        optim_defaults = to_dict(OptimConfig())
+    # (e.g. optim.ns_method='direct', once the default, on an AdamW run): another optimizer's field is
+    # dropped, Scion's geometry without Scion dropped, a Lion/Tiger field only a disabled AdamW read reset.
+    name = optim.get("name", base["optim.name"])
+    if optim and name in REGISTRY:
+        klass = REGISTRY[name].config
+        own = set(klass.fields())
+        for field in [f for f in optim if f not in own and f"optim.{f}" in base]:
+            del optim[field]
+        unread = []
+        if name != "scion" and param.get("kind", base["param.kind"]) != "scion":
+            unread += ["norms", "radius"]
+        if name in ("lion", "tiger") and optim.get("embedding_fallback", "adamw") != "adamw":
+            unread += klass().adamw_only_fields()
+        own_defaults = to_dict(klass())
         for field in unread:
-            if field in optim and optim[field] != optim_defaults[field]:
-                optim[field] = optim_defaults[field]
+            if field in optim:
+                optim[field] = own_defaults[field]
     return cfg, notes
 
 

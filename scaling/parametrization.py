@@ -14,6 +14,8 @@
 Optimizers whose hidden update is orthogonalised (Muon, Scion, manifold Muon) already meet the
 spectral condition, so their hidden multiplier stays 1 (Moonlight's RMS-matched factor needs
 1/sqrt(m)); Scion's LMOs carry the width scaling for every role, so all its multipliers are 1.
+- scion: Scion's boundary init (Pethick et al., arXiv 2502.07529): every matrix starts on the sphere of its
+  role's norm and radius (optim.norms, optim.radius; scaling.optim.lmo.boundary_init), whatever the optimizer.
 The free per-role multipliers `param.lr_mult` multiply on top of every rule.
 """
 
@@ -21,15 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 
 from scaling import optim as optimizers
-from scaling.config import ModelConfig, OptimConfig, ParamConfig
 from scaling.optim.lmo import boundary_init
+from scaling.optim.muon import MuonConfig
+from scaling.optim.scion import ScionConfig
 from scaling.specs import ROLES, Multipliers, ParamSpec, tree_map_specs
+
+if TYPE_CHECKING:  # scaling.config validates param.kind against KINDS
+    from scaling.config import ModelConfig, OptimConfig, ParamConfig
+
+KINDS = ("sp", "mup", "spectral", "scion")  # param.kind: the parametrizations of this module's docstring
 
 def base_model_config(model: ModelConfig, param: ParamConfig) -> ModelConfig:
     """The model at the base width (heads rescaled when the head dimension is pinned)."""
@@ -110,7 +118,7 @@ def init_params(specs: Any, key: jax.Array, param: ParamConfig, model: ModelConf
     keys = jax.random.split(key, len(leaves))
     scale = residual_scale(model)
     if param.kind == "scion":
-        optim = optim or OptimConfig(name="scion")
+        optim = optim or ScionConfig()
         arrays = [boundary_init(s, k, optim.norms.get(s.role), optim.radius.get(s.role))
                   * (scale if s.residual_out else 1.0) for s, k in zip(leaves, keys)]
     else:
@@ -139,7 +147,8 @@ def lr_multiplier(spec: ParamSpec, param: ParamConfig, optim: OptimConfig, lr_mu
     m_in, m_out = spec.width_mult_in, spec.width_mult_out
     role = spec.role
     if role == "hidden" and rule_column == "orthogonal":
-        return free / math.sqrt(m_in) if optim.shape_scale == "moonlight" else free
+        moonlight = isinstance(optim, MuonConfig) and optim.shape_scale == "moonlight"
+        return free / math.sqrt(m_in) if moonlight else free
     if rule_column == "sgd":  # muP SGD column (Table 3); spectral's SGD rule fan_out/fan_in agrees
         rule = {"embedding": m_out, "vector": m_out, "hidden": 1.0, "output": 1.0 / m_in}[role]
         return free * rule

@@ -16,6 +16,19 @@ ROLES = ("embedding", "hidden", "output", "vector")
 
 
 @dataclasses.dataclass(frozen=True)
+class PerRole:
+    """One value per parameter role (embedding, hidden, output, vector)."""
+
+    embedding: float = 1.0
+    hidden: float = 1.0
+    output: float = 1.0
+    vector: float = 1.0
+
+    def get(self, role: str) -> float:
+        return getattr(self, role)
+
+
+@dataclasses.dataclass(frozen=True)
 class Multipliers:
     """Forward multipliers set by the parametrization (scalars, width-dependent under muP)."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
 
-from scaling.api import Config, ConfigError, digest, flatten, from_dict, to_dict
+from scaling.api import Config, ConfigError, defaults, digest, flatten, from_dict, to_dict
 from sweeps import run_id as rid
 from sweeps.spec import Derived, Sweep
 
@@ -60,7 +60,7 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
     return out
 
 
-DEFAULTS = flatten(to_dict(Config()))
+DEFAULTS = defaults()  # every dotted key a config can have (each optimizer's own fields included)
 
 
 def check_key(key: str, where: str) -> None:

@@ -14,13 +14,13 @@ import pytest
 
 from analysis.plots import plot_coord_check
 from analysis.plots.diagnostics import MIN_OCTAVES
-from scaling.config import ModelConfig, OptimConfig, ParamConfig
+from scaling.config import ModelConfig, optim_config, ParamConfig
 from scaling.coord_check import COLUMNS, coord_check, measured, slopes
 from scaling.models.layers import attention_logits, causal_attention, unmasked_logits
 from scaling_cli import main  # the console script: scaling's subcommands with the figure registered
 
 MODEL = ModelConfig(kind="mlp", width=128, depth=2, context=16, window=4)
-ADAM = OptimConfig(name="adamw", lr=1e-2, b1=0.9, b2=0.999)
+ADAM = optim_config(name="adamw", lr=1e-2, b1=0.9, b2=0.999)
 WIDTHS = [128, 256, 512, 1024]
 
 # Attention: one head, so d_head = width and the logit scale is the only width-dependent factor in

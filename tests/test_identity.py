@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scaling import data as data_lib
-from scaling.config import Config, ConfigError, ModelConfig, OptimConfig, from_dict, to_dict
+from scaling.config import OPTIMIZERS, Config, ConfigError, ModelConfig, from_dict, load_config, optim_config, to_dict
 from scaling.identity import (IDENTITY_SCHEMA, MIGRATIONS, NOTE_VALIDATION, check_same_run, defaults, digest,
                               flatten, identity, upgrade)
 
@@ -27,7 +27,7 @@ def test_identity_holds_only_the_fields_that_differ_from_their_defaults():
     spelled_out = from_dict(Config, {"optim": {"lr": 0.001, "b1": 0.9}, "model": {"width": 64.0}})
     assert digest(spelled_out) == digest(cfg) == digest(to_dict(cfg))  # a resolved dict is the same run
     # an int given to a float field in Python code is the number the config loader makes of it
-    assert digest(Config(optim=OptimConfig(lr=1))) == digest(from_dict(Config, {"optim": {"lr": "1"}}))
+    assert digest(Config(optim=optim_config(lr=1))) == digest(from_dict(Config, {"optim": {"lr": "1"}}))
     assert digest(cfg) != digest(Config())
 
 
@@ -53,7 +53,12 @@ def _schema_violations(snapshot: dict, current: dict) -> list[str]:
 def test_defaults_match_the_snapshot_of_this_identity_schema():
     path = DATA / f"identity_defaults_v{IDENTITY_SCHEMA}.json"
     assert path.is_file(), f"IDENTITY_SCHEMA={IDENTITY_SCHEMA} needs its snapshot {path} (flattened defaults)"
-    violations = _schema_violations(json.loads(path.read_text()), defaults(Config()))
+    snapshot = json.loads(path.read_text())
+    violations = _schema_violations(snapshot, defaults())
+    for name in OPTIMIZERS:  # each optimizer's class: its optim defaults are the snapshot's, name aside
+        own = defaults(load_config(overrides=[f"optim.name={name}"]))
+        violations += [f"{key} of optim.name={name!r}: {v}" for key, v in
+                       ((k, _schema_violations({k: snapshot[k]}, own)) for k in own if k in snapshot) if v]
     assert not violations, (
         "; ".join(violations) + f": stored runs would change identity. Either restore it, or bump "
         f"scaling.identity.IDENTITY_SCHEMA to {IDENTITY_SCHEMA + 1}, add tests/data/identity_defaults_v"
@@ -70,8 +75,16 @@ def test_the_schema_rule_allows_new_fields_and_refuses_changed_or_removed_ones()
 
 
 def test_the_snapshot_is_todays_defaults():
-    """The snapshot is what the rule protects; defaults() is what identity() compares against."""
-    assert defaults() == flatten(to_dict(Config()))
+    """The snapshot is what the rule protects; defaults(cfg) is what identity() compares against: the
+    default config's fields outside optim and optim.name, the selected optimizer class's other optim fields."""
+    union = {}
+    for name in OPTIMIZERS:
+        cfg = load_config(overrides=[f"optim.name={name}"])
+        flat = {k: v for k, v in flatten(to_dict(cfg)).items() if k != "optim.name"}
+        assert defaults(cfg) == {**flat, "optim.name": "adamw"}
+        union.update(flat)
+    assert defaults() == {**union, "optim.name": "adamw"}
+    assert identity(load_config(overrides=["optim.name=muon"]))["config"] == {"optim.name": "muon"}
 
 
 # ---------------------------------------------------------------- config.json of a run directory
@@ -138,7 +151,7 @@ def test_schema0_mappings_per_case():
     assert not any(n.startswith(NOTE_VALIDATION) for n in notes)  # exactly the old set (next test)
     # optim.ns_method='direct' was the default once; AdamW never read it (now it must stay at its default)
     adamw, _ = upgrade(_schema0(optim={"ns_method": "direct"}), 0)
-    assert from_dict(Config, adamw).optim.ns_method == "auto"
+    assert "ns_method" not in adamw["optim"] and from_dict(Config, adamw).optim == optim_config("adamw")
     muon, _ = upgrade(_schema0(optim={"name": "muon", "ns_method": "direct"}), 0)
     assert from_dict(Config, muon).optim.ns_method == "direct"  # read by Muon: kept
     scion, notes = upgrade(_schema0(optim={"name": "scion", "norms": {"embedding": "sign", "hidden": "spectral",
@@ -184,3 +197,27 @@ def test_train_resumes_a_run_directory_written_before_a_field_existed(tmp_path):
     assert train(cfg, tmp_path) == summary
     with pytest.raises(ConfigError, match=r"different run \(optim\.lr"):
         train(tiny_config("optim.lr=0.1"), tmp_path)
+
+
+# Digests computed at commit bb3211e, before the optim section became one class per optimizer: the split
+# (and any later reorganisation of the config classes) must leave every stored run's identity as it was.
+DIGESTS_BEFORE_THE_SPLIT = {
+    "optim.name=adamw optim.b2=0.99": "7dbd2a9da0ed592faf00531912efb9a2d9368cae01364099210ff213cf91b6c7",
+    "optim.name=sgd optim.b1=0.5": "9d94afc1219fff5e18c56f2c3da84f839535f38c3d3c1a1db70a9608f121e034",
+    "optim.name=lion optim.embedding_fallback=lazy optim.b1=0.95":
+        "3e13da8b47d03f70b6ee3ac4589c8209cb6725e012efcce48fca19c385bea1fa",
+    "optim.name=tiger optim.b1=0.965": "cc14a4fcb274eff1b7e1ae17b2bfed96b0f11f198b3a22e9b11f15881ff5e6ab",
+    "optim.name=muon optim.momentum=0.9 optim.ns_coeffs=polar_express optim.fallback_lr=0.01":
+        "a5fe18b1073dc035b8c52986bd97bf60e11e62ca98444ab9e2ca3f556f40a1c9",
+    "optim.name=scion optim.alpha=1.0 optim.norms.output=rownorm optim.radius.hidden=2.0":
+        "ece1cfb6e989cdb8b9a68efd8fb43c866938cae31c0dbe741cb1172f4ff3f191",
+    "optim.name=manifold_muon optim.dual_steps=10": "94b5fb2f3af5b524c0cdb645dec7f5588f3119bca2a94caf767b570cef989b47",
+    "param.kind=scion optim.norms.hidden=colnorm": "0ab519a6619f4197d19f4069792976b13bd009a1b06cce011236108cf720bf75",
+}
+
+
+@pytest.mark.parametrize("overrides", sorted(DIGESTS_BEFORE_THE_SPLIT))
+def test_one_class_per_optimizer_keeps_every_run_id(overrides):
+    cfg = load_config(overrides=overrides.split())
+    assert digest(cfg) == DIGESTS_BEFORE_THE_SPLIT[overrides]
+    assert digest(to_dict(cfg)) == digest(cfg)  # and the config.json it writes reads back as the same run

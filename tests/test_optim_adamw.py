@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from scaling.config import OptimConfig
-from scaling.optim import build_optimizer
+from scaling.config import optim_config
+from scaling.optim import REGISTRY, build_optimizer
 from scaling.testing import toy_grads, toy_params, toy_specs
 from scaling.specs import tree_map_specs
 
@@ -31,7 +31,7 @@ def run(tx, steps=12):
 
 
 def test_adamw_equals_optax_adamw_with_unit_multipliers_and_role_mask():
-    cfg = OptimConfig(name="adamw", lr=1e-2, b1=0.8, b2=0.9, eps=1e-6, weight_decay=0.3,
+    cfg = optim_config(name="adamw", lr=1e-2, b1=0.8, b2=0.9, eps=1e-6, weight_decay=0.3,
                       decay_roles=("hidden", "output"))
     ours = run(build_optimizer(cfg, SPECS, ONES, SCHEDULE))
     mask = tree_map_specs(lambda s: s.role in ("hidden", "output"), SPECS)
@@ -43,7 +43,7 @@ def test_adamw_equals_optax_adamw_with_unit_multipliers_and_role_mask():
 
 
 def test_sgd_equals_optax_sgd_with_momentum():
-    cfg = OptimConfig(name="sgd", lr=0.05, b1=0.9)
+    cfg = optim_config(name="sgd", lr=0.05, b1=0.9)
     ours = run(build_optimizer(cfg, SPECS, ONES, SCHEDULE))
     ref = run(optax.sgd(lambda t: cfg.lr * SCHEDULE(t), momentum=0.9))
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), ours, ref)
@@ -54,7 +54,8 @@ def test_decay_uses_the_base_lr_not_the_multiplied_one(name):
     """With a zero gradient every direction is 0 (Adam, sign(0), NS(0), a zero LMO), so one step is pure decay:
     -base_lr * schedule * wd * W on decayed roles whatever the leaf's lr multiplier (the muP correction),
     and exactly 0 on roles left out of decay_roles. Manifold Muon's hidden matrices are never decayed."""
-    cfg = OptimConfig(name=name, lr=0.1, fallback_lr=0.1, weight_decay=0.5, decay_roles=("embedding", "hidden"))
+    fallback = {"fallback_lr": 0.1} if "fallback_lr" in REGISTRY[name].config.fields() else {}
+    cfg = optim_config(name=name, lr=0.1, weight_decay=0.5, decay_roles=("embedding", "hidden"), **fallback)
     mults = tree_map_specs(lambda s: {"embedding": 0.25, "hidden": 4.0}.get(s.role, 2.0), SPECS)
     tx = build_optimizer(cfg, SPECS, mults, lambda t: 0.5)
     zeros = jax.tree_util.tree_map(jnp.zeros_like, PARAMS)
@@ -68,7 +69,7 @@ def test_decay_uses_the_base_lr_not_the_multiplied_one(name):
 
 
 def test_lr_multipliers_scale_the_step_and_schedules_multiply_them():
-    cfg = OptimConfig(name="adamw", lr=0.1)
+    cfg = optim_config(name="adamw", lr=0.1)
     mults = tree_map_specs(lambda s: 0.25 if s.role == "hidden" else 1.0, SPECS)
     tx = build_optimizer(cfg, SPECS, mults, lambda t: 0.5)
     g = toy_grads(PARAMS, seed=6)
@@ -85,7 +86,7 @@ def test_weight_decay_coupling_base_or_leaf(name, coupling):
     leaf's multiplier (muP's invariance: hidden lr_mult 0 still decays 0.999 at lr 1e-2, wd 0.1);
     wd_coupling=leaf shrinks by 1 - lr*mult*wd (a frozen leaf stays put, a halved lr halves the decay)."""
     lr, wd = 1e-2, 0.1
-    cfg = OptimConfig(name=name, lr=lr, weight_decay=wd, wd_coupling=coupling)
+    cfg = optim_config(name=name, lr=lr, weight_decay=wd, wd_coupling=coupling)
     mults = tree_map_specs(lambda s: {"hidden": 0.0, "output": 0.5}.get(s.role, 1.0), SPECS)
     tx = build_optimizer(cfg, SPECS, mults, lambda t: 1.0)
     zeros = jax.tree_util.tree_map(jnp.zeros_like, PARAMS)

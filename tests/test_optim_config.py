@@ -1,9 +1,11 @@
 """Optimizer configs: every name builds, and invalid hyperparameters give one ConfigError naming the field."""
 
+import dataclasses
+
 import pytest
 
-from scaling.config import OPTIMIZER_FIELDS, OPTIMIZERS, ConfigError, load_config
-from scaling.optim import BUILDERS, build_optimizer
+from scaling.config import OPTIMIZERS, Config, ConfigError, from_dict, load_config, to_dict
+from scaling.optim import BUILDERS, REGISTRY, OptimConfig, build_optimizer, optim_config
 from scaling.testing import toy_specs
 from scaling.specs import tree_map_specs
 
@@ -22,19 +24,25 @@ def test_every_optimizer_name_has_a_builder():
     (["optim.name=adam"], "optim.name='adam' is not one of adamw, sgd, lion, tiger, muon, scion, manifold_muon"),
     (["optim.b1=1.2"], "optim.b1=1.2 must be in [0, 1)"),
     (["optim.b2=-0.1"], "optim.b2=-0.1 must be in [0, 1)"),
-    (["optim.momentum=1.0"], "optim.momentum=1.0 must be in [0, 1)"),
+    (["optim.name=muon", "optim.momentum=1.0"], "optim.momentum=1.0 must be in [0, 1)"),
     (["optim.lr=-0.001"], "optim.lr=-0.001 must be >= 0"),
-    (["optim.fallback_lr=-1"], "optim.fallback_lr=-1.0 must be >= 0"),
-    (["optim.alpha=0"], "optim.alpha=0.0 must be in (0, 1]"),
+    (["optim.name=muon", "optim.fallback_lr=-1"], "optim.fallback_lr=-1.0 must be >= 0"),
+    (["optim.name=scion", "optim.alpha=0"], "optim.alpha=0.0 must be in (0, 1]"),
     (["optim.norms.hidden=frobenius"], "optim.norms.hidden='frobenius' is not one of"),
     (["optim.norms.hidden=bias_rms"], "optim.norms.hidden='bias_rms' must be a matrix norm"),
     (["optim.norms.vector=spectral"], "optim.norms.vector='spectral' must be one of bias_rms, sign"),
     (["optim.radius.output=0"], "optim.radius.output=0.0 must be positive"),
-    (["optim.ns_coeffs=dion"], "optim.ns_coeffs='dion' must be 'muon' or 'polar_express'"),
-    (["optim.ns_method=svd"], "optim.ns_method='svd' must be one of direct, gram, auto"),
-    (["optim.shape_scale=max"], "optim.shape_scale='max' must be one of keller, moonlight, spectral"),
-    (["optim.embedding_fallback=tied"], "optim.embedding_fallback='tied' must be one of adamw, lazy, none"),
-    (["optim.dual_steps=0"], "optim.dual_steps=0 must be positive"),
+    (["optim.name=muon", "optim.ns_coeffs=dion"], "optim.ns_coeffs='dion' must be one of muon, polar_express"),
+    (["optim.name=scion", "optim.ns_method=svd"], "optim.ns_method='svd' must be one of direct, gram, auto"),
+    (["optim.name=muon", "optim.shape_scale=max"], "optim.shape_scale='max' must be one of keller, moonlight, spectral"),
+    (["optim.name=lion", "optim.embedding_fallback=tied"], "optim.embedding_fallback='tied' must be one of adamw, lazy, none"),
+    (["optim.name=manifold_muon", "optim.dual_steps=0"], "optim.dual_steps=0 must be positive"),
+    (["optim.name=scion", "optim.b1=0.5"], "optim.b1=0.5 has no effect with optim.name='scion' (its fields: "),
+    (["optim.momentum=0.9"], "optim.momentum=0.9 has no effect with optim.name='adamw'"),
+    (["optim.name=lion", "optim.embedding_fallback=none", "optim.eps=1e-6"],
+     "optim.eps=1e-06 has no effect with optim.embedding_fallback='none'"),
+    (["optim.norms.hidden=colnorm"], "optim.norms.hidden='colnorm' has no effect with optim.name='adamw' and "
+     "param.kind='sp'"),
     (["optim.decay_roles=hidden,bias"], "optim.decay_roles contains unknown role 'bias'"),
     (["optim.name=scion", "optim.constrained=true", "optim.weight_decay=0.1"],
      "optim.weight_decay=0.1 must be 0 with optim.constrained=true"),
@@ -61,12 +69,13 @@ def test_builders_accept_traced_hyperparameters(name):
     specs = toy_specs(d=4, layers=1, vocab=8, d_ff=8)
     params, grads = toy_params(specs, seed=0), toy_grads(toy_params(specs, seed=0), seed=1)
     mults = tree_map_specs(lambda s: 0.5, specs)
+    own = set(REGISTRY[name].config.fields()) - ({"radius"} if name != "scion" else set())
     for wanted in ({"weight_decay": 0.1, "fallback_lr": 0.01, "radius.hidden": 2, "dual_steps": 3},
                    {"weight_decay": 0.0, "fallback_lr": 0.0, "b1": 0.0, "dual_steps": 3}):
         cfg = load_config(overrides=[f"optim.name={name}"] + [f"optim.{k}={v}" for k, v in wanted.items()
-                                                              if k.split(".")[0] in OPTIMIZER_FIELDS[name]]).optim
+                                                              if k.split(".")[0] in own]).optim
         names = hyperparameters(cfg)
-        assert {n.split(".")[0] for n in names} <= set(OPTIMIZER_FIELDS[name])
+        assert {n.split(".")[0] for n in names} <= set(own)
 
         def update(hp):
             tx = build_optimizer(cfg, specs, mults, lambda t: 1.0, hp)
@@ -92,8 +101,6 @@ def test_every_optimizer_field_changes_the_update_or_is_refused(name):
     """No silently ignored option: for every optimizer, setting any optim field to another value either
     changes the first two updates or raises a ConfigError naming the field (e.g. optim.nesterov for Scion,
     whose momentum is gradient averaging)."""
-    import dataclasses
-
     import jax
     import numpy as np
 
@@ -103,7 +110,9 @@ def test_every_optimizer_field_changes_the_update_or_is_refused(name):
     params = toy_params(specs, seed=0)
     grads = toy_grads(params, seed=1, steps=2)
     mults = tree_map_specs(lambda s: {"hidden": 0.5, "output": 2.0}.get(s.role, 1.0), specs)
-    assert {f.name for f in dataclasses.fields(OptimConfig)} - {"name"} == {k.split(".")[0] for k in OTHER_VALUE}
+    every_field = {f for row in REGISTRY.values() for f in row.config.fields()}
+    assert every_field - {"name"} == {k.split(".")[0] for k in OTHER_VALUE}
+    reads = set(REGISTRY[name].config.fields()) - ({"norms", "radius"} if name != "scion" else set())
 
     def updates(overrides):
         cfg = load_config(overrides=[f"optim.name={name}", "optim.lr=0.01", *overrides]).optim
@@ -124,9 +133,36 @@ def test_every_optimizer_field_changes_the_update_or_is_refused(name):
             other = updates([*extra, f"optim.{field}={value}"])
         except ConfigError as e:
             assert f"optim.{field}" in str(e)
-            assert field.split(".")[0] not in OPTIMIZER_FIELDS[name], f"{name} refuses {field}, which it reads"
+            assert field.split(".")[0] not in reads, f"{name} refuses {field}, which it reads"
             continue
         assert not np.array_equal(other, reference), f"optim.{field} is accepted by {name} but changes nothing"
 
 
-from scaling.config import OptimConfig  # noqa: E402
+
+def test_optim_section_is_one_class_per_optimizer():
+    """optim.name picks the class; to_dict writes that class's fields only, and the dict reads back to an
+    equal config: the dotted keys users write (optim.lr, optim.momentum, ...) are the class's fields."""
+    for name, row in REGISTRY.items():
+        cfg = load_config(overrides=[f"optim.name={name}"])
+        assert type(cfg.optim) is row.config and issubclass(row.config, OptimConfig)
+        assert set(to_dict(cfg)["optim"]) == set(row.config.fields())
+        assert from_dict(Config, to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="needs its own config class MuonConfig"):
+        dataclasses.replace(optim_config("adamw"), name="muon")
+
+
+def test_a_config_spelling_out_every_field_still_loads():
+    """config.json files written before the split held every optimizer's fields at their defaults: they
+    load (the other optimizers' fields are dropped), and a non-default one is refused by name."""
+    flat = {f.name: f.default for row in REGISTRY.values() for f in dataclasses.fields(row.config)}
+    flat = {k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in flat.items()}
+    for name in REGISTRY:
+        cfg = from_dict(Config, {"optim": {**flat, "name": name, "lr": 0.01}})
+        assert cfg.optim == optim_config(name, lr=0.01)
+    with pytest.raises(ConfigError, match=r"optim.dual_steps=3 has no effect with optim.name='muon'"):
+        from_dict(Config, {"optim": {**flat, "name": "muon", "dual_steps": 3}})
+
+
+def test_unknown_optimizer_field_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown config field optim.momentun \(known: .*momentum"):
+        load_config(overrides=["optim.name=muon", "optim.momentun=0.9"])

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from scaling.config import ROLES, OptimConfig
+from scaling.config import ROLES, optim_config
 from scaling.optim import build_optimizer
 from scaling.specs import ParamSpec
 
@@ -27,15 +27,15 @@ def trajectory(cfg):
 
 @pytest.mark.parametrize("wd,want", [(0.0, [0.9, 1.0, 0.9, 0.8]), (0.5, [0.85, 0.9075, 0.762125, 0.624019])])
 def test_lion_trajectory(wd, want):
-    cfg = OptimConfig(name="lion", lr=0.1, b1=0.9, b2=0.99, weight_decay=wd, decay_roles=ROLES)
+    cfg = optim_config(name="lion", lr=0.1, b1=0.9, b2=0.99, weight_decay=wd, decay_roles=ROLES)
     np.testing.assert_allclose(trajectory(cfg), want, rtol=1e-6)
 
 
 def test_tiger_core_uses_b1_as_its_single_beta():
-    cfg = OptimConfig(name="tiger", lr=0.1, b1=0.965, b2=0.5)  # b2 must not matter for Tiger's sign part
+    cfg = optim_config(name="tiger", lr=0.1, b1=0.965, b2=0.5)  # b2 must not matter for Tiger's sign part
     np.testing.assert_allclose(trajectory(cfg), [0.9, 1.0, 1.1, 1.0], rtol=1e-6)
     # Lion with b2 != b1 goes elsewhere on the same gradients (third step 0.9, not 1.1)
-    assert trajectory(OptimConfig(name="lion", lr=0.1, b1=0.965, b2=0.99))[2] == pytest.approx(0.9)
+    assert trajectory(optim_config(name="lion", lr=0.1, b1=0.965, b2=0.99))[2] == pytest.approx(0.9)
 
 
 V, D = 6, 4
@@ -46,7 +46,7 @@ EMB = {"embed": ParamSpec((V, D), "embedding", V, D, ("vocab", "embed")),
 def absent_row_movement(fallback, steps=12, wd=0.0):
     """Token 0 is seen once, then never again; tokens 1.. every step. Returns |update| of token 0's row
     and of token 1's row at the last step (lr = 0.01)."""
-    cfg = OptimConfig(name="lion", lr=0.01, weight_decay=wd, embedding_fallback=fallback)
+    cfg = optim_config(name="lion", lr=0.01, weight_decay=wd, embedding_fallback=fallback)
     tx = build_optimizer(cfg, EMB, {"embed": 1.0, "gain": 1.0}, lambda t: 1.0)
     rng = np.random.default_rng(0)
     params = {"embed": jnp.asarray(rng.standard_normal((V, D)), jnp.float32), "gain": jnp.ones(D)}

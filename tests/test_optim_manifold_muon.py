@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from scaling.config import OptimConfig
+from scaling.config import optim_config
 from scaling.optim import boundary_init, build_optimizer
 from scaling.optim.manifold_muon import tangent_direction as _tangent_direction
 from scaling.specs import ParamSpec, tree_map_specs
@@ -34,7 +34,7 @@ def gram_error(w):
 
 
 def test_hidden_weights_stay_on_the_stiefel_manifold():
-    cfg = OptimConfig(name="manifold_muon", lr=0.2, momentum=0.9, dual_steps=5)
+    cfg = optim_config(name="manifold_muon", lr=0.2, momentum=0.9, dual_steps=5)
     tx = build_optimizer(cfg, SPECS, tree_map_specs(lambda s: 1.0, SPECS), lambda t: 1.0)
     params = semi_orthogonal_params()
     rng = np.random.default_rng(0)
@@ -86,7 +86,7 @@ def test_hidden_weights_start_on_the_manifold_and_stay_there():
     from scaling.config import ModelConfig, ParamConfig
 
     cfg = ModelConfig(width=32, depth=2, n_heads=2, context=16, mlp_ratio=2)
-    param, optim = ParamConfig(kind="spectral"), OptimConfig(name="manifold_muon", lr=1e-2, dual_steps=20)
+    param, optim = ParamConfig(kind="spectral"), optim_config(name="manifold_muon", lr=1e-2, dual_steps=20)
     params, specs = models.init(cfg, jax.random.PRNGKey(0), param, optim)
 
     def gram_error(w):

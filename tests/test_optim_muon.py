@@ -8,7 +8,7 @@ import pytest
 from optax.contrib import MuonDimensionNumbers
 from optax.contrib import muon as optax_muon
 
-from scaling.config import ROLES, OptimConfig
+from scaling.config import ROLES, optim_config
 from scaling.optim import build_optimizer
 from scaling.testing import toy_grads, toy_params, toy_specs
 from scaling.specs import tree_map_specs
@@ -57,7 +57,7 @@ def optax_equivalent(cfg):
 def muon_cfg(**kw):
     base = dict(name="muon", lr=0.02, fallback_lr=3e-3, b1=0.9, b2=0.99, eps=1e-8, momentum=0.9,
                 weight_decay=0.1, decay_roles=ROLES)
-    return OptimConfig(**{**base, **kw})
+    return optim_config(**{**base, **kw})
 
 
 @pytest.mark.parametrize("shape_scale", ["keller", "moonlight"])

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from scaling.config import OptimConfig, PerRole, PerRoleNorm
+from scaling.config import optim_config, PerRole, PerRoleNorm
 from scaling.optim import boundary_init as _boundary_init
 from scaling.optim import scion
 from scaling.optim.lmo import dual_norm as _dual_norm
@@ -103,7 +103,7 @@ def scion_run(constrained, polar, steps=25):
     params = jax.tree_util.tree_unflatten(treedef, [
         _boundary_init(s, jax.random.PRNGKey(i), NORM_OF_ROLE[s.role], RADIUS.get(s.role))
         for i, s in enumerate(leaves)])
-    cfg = OptimConfig(name="scion", lr=0.2, alpha=0.5, constrained=constrained, norms=NORMS, radius=RADIUS)
+    cfg = optim_config(name="scion", lr=0.2, alpha=0.5, constrained=constrained, norms=NORMS, radius=RADIUS)
     mults = tree_map_specs(lambda s: 0.5 if s.role == "hidden" else 1.0, SPECS)
     schedule = lambda t: 1.0 / (1.0 + t)  # noqa: E731
     tx = scion.build(cfg, SPECS, mults, schedule, polar=polar)

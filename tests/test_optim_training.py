@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from scaling import data, models, parametrization
-from scaling.config import DataConfig, ModelConfig, OptimConfig, ParamConfig, PerRole
+from scaling.config import DataConfig, ModelConfig, optim_config, ParamConfig, PerRole
 from scaling.optim import build_optimizer
 
 MODEL = ModelConfig(width=16, depth=1, n_heads=2, context=16, mlp_ratio=2.0)
@@ -24,13 +24,13 @@ VAL = data.batch(DATASET.val, 0, 0, 32, MODEL.context + 1, data.VAL)
 # (optimizer config, parametrization): lrs picked by hand for a 30-step run; Scion starts from its
 # boundary init (param.kind="scion"), manifold Muon from orthogonal hidden weights (param.kind="spectral").
 RUNS = {
-    "adamw": (OptimConfig(name="adamw", lr=1e-2, weight_decay=0.1), ParamConfig()),
-    "lion": (OptimConfig(name="lion", lr=6e-3, weight_decay=0.3), ParamConfig()),
-    "tiger": (OptimConfig(name="tiger", lr=6e-3, b1=0.965, embedding_fallback="lazy"), ParamConfig()),
-    "muon": (OptimConfig(name="muon", lr=0.05, fallback_lr=1e-2, weight_decay=0.1), ParamConfig(kind="spectral")),
-    "scion": (OptimConfig(name="scion", lr=0.1, constrained=True, radius=PerRole(hidden=2.0, output=10.0)),
+    "adamw": (optim_config(name="adamw", lr=1e-2, weight_decay=0.1), ParamConfig()),
+    "lion": (optim_config(name="lion", lr=6e-3, weight_decay=0.3), ParamConfig()),
+    "tiger": (optim_config(name="tiger", lr=6e-3, b1=0.965, embedding_fallback="lazy"), ParamConfig()),
+    "muon": (optim_config(name="muon", lr=0.05, fallback_lr=1e-2, weight_decay=0.1), ParamConfig(kind="spectral")),
+    "scion": (optim_config(name="scion", lr=0.1, constrained=True, radius=PerRole(hidden=2.0, output=10.0)),
               ParamConfig(kind="scion")),
-    "manifold_muon": (OptimConfig(name="manifold_muon", lr=0.1, fallback_lr=1e-2, dual_steps=3),
+    "manifold_muon": (optim_config(name="manifold_muon", lr=0.1, fallback_lr=1e-2, dual_steps=3),
                       ParamConfig(kind="spectral")),
 }
 

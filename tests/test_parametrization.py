@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from scaling import models, parametrization
-from scaling.config import ModelConfig, OptimConfig, ParamConfig, PerRole, RunConfig
+from scaling.config import ModelConfig, optim_config, ParamConfig, PerRole, RunConfig
 from scaling.schedules import make_schedule
 from scaling.specs import spec_leaves_with_paths
 
@@ -25,7 +25,7 @@ def _mults_by_role(param, optim):
 
 def test_mup_adam_rule_divides_hidden_and_output_by_width_ratio():
     mup = ParamConfig(kind="mup", base_width=32)
-    got = _mults_by_role(mup, OptimConfig(name="adamw"))
+    got = _mults_by_role(mup, optim_config(name="adamw"))
     m = 128 / 32
     assert got["embedding"] == {1.0} and got["vector"] == {1.0}
     assert got["output"] == {round(1 / m, 9)}
@@ -35,14 +35,14 @@ def test_mup_adam_rule_divides_hidden_and_output_by_width_ratio():
 
 def test_orthogonalised_hidden_updates_keep_multiplier_one():
     mup = ParamConfig(kind="mup", base_width=32)
-    assert _mults_by_role(mup, OptimConfig(name="muon", shape_scale="spectral"))["hidden"] == {1.0}
-    moon = _mults_by_role(mup, OptimConfig(name="muon", shape_scale="moonlight"))["hidden"]
+    assert _mults_by_role(mup, optim_config(name="muon", shape_scale="spectral"))["hidden"] == {1.0}
+    moon = _mults_by_role(mup, optim_config(name="muon", shape_scale="moonlight"))["hidden"]
     assert moon == {round(1 / math.sqrt(4), 9)}
 
 
 def test_free_multipliers_multiply_the_rule():
     p = ParamConfig(kind="sp", lr_mult=PerRole(embedding=1.0, hidden=0.125, output=1.0, vector=2.0))
-    got = _mults_by_role(p, OptimConfig(name="adamw"))
+    got = _mults_by_role(p, optim_config(name="adamw"))
     assert got == {"embedding": {1.0}, "hidden": {0.125}, "output": {1.0}, "vector": {2.0}}
 
 

@@ -6,12 +6,16 @@ concatenated, then `depth` GELU layers of width `width`, then the readout. Causa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
-from scaling.config import ModelConfig
 from scaling.models.layers import cast, embed_tokens, matrix_spec
 from scaling.specs import Multipliers
+
+if TYPE_CHECKING:
+    from scaling.config import ModelConfig
 
 
 def param_specs(cfg: ModelConfig) -> dict:

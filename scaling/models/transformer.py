@@ -9,13 +9,17 @@ MLP-norm), as in Filatov et al., "Optimal Scaling Needs Optimal Norm" (arXiv 251
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
-from scaling.config import ModelConfig
 from scaling.models.layers import (apply_rope, attention_logits, cast, causal_attention, embed_tokens, matrix_spec,
                                    rms_norm, rope_tables, vector_spec)
 from scaling.specs import Multipliers
+
+if TYPE_CHECKING:
+    from scaling.config import ModelConfig
 
 
 def param_specs(cfg: ModelConfig) -> dict:

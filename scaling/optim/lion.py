@@ -17,13 +17,47 @@ the embedding role:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
 import optax
 
+from scaling.config_io import require
+from scaling.optim.adamw import AdamWFallback
 from scaling.optim.common import apply_lr, base_lrs, hyper_values, route, scale_and_decay
+from scaling.optim.section import OptimConfig
 from scaling.specs import ROLES, tree_map_specs
+
+EMBEDDING_FALLBACKS = ("adamw", "lazy", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class LionConfig(AdamWFallback, OptimConfig):
+    """b1, b2: Lion's betas (Tiger: b1 is its one beta); b2, eps, fallback_lr also feed the embedding's AdamW."""
+
+    name: str = "lion"
+    embedding_fallback: str = "adamw"  # adamw | lazy | none
+
+    def adamw_only_fields(self) -> tuple[str, ...]:
+        """The fields only the embedding's AdamW reads (Tiger's b2 among them)."""
+        return ("eps", "fallback_lr") + (("b2",) if self.name == "tiger" else ())
+
+    def check(self) -> None:
+        require(self.embedding_fallback in EMBEDDING_FALLBACKS, f"optim.embedding_fallback={self.embedding_fallback!r} "
+                f"must be one of {', '.join(EMBEDDING_FALLBACKS)}")
+        if self.embedding_fallback != "adamw":
+            default = type(self)()
+            for name in self.adamw_only_fields():
+                value = getattr(self, name)
+                require(value == getattr(default, name), f"optim.{name}={value!r} has no effect with "
+                        f"optim.embedding_fallback={self.embedding_fallback!r} (only the embedding's AdamW reads "
+                        "it); leave it at its default")
+
+
+@dataclasses.dataclass(frozen=True)
+class TigerConfig(LionConfig):
+    name: str = "tiger"
 
 
 def only_rows_with_gradient(inner: optax.GradientTransformation, specs: Any, roles=("embedding",)

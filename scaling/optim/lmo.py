@@ -30,6 +30,7 @@ polar=polar_svd for the exact oracle).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
@@ -38,10 +39,34 @@ import jax.numpy as jnp
 
 from scaling import norms as opnorms
 from scaling.optim.newton_schulz import newton_schulz, polar_svd
-from scaling.specs import ParamSpec
+from scaling.config_io import require
+from scaling.specs import ROLES, ParamSpec
 
 NORMS = ("spectral", "colnorm", "rownorm", "sign", "bias_rms")
 VECTOR_NORMS = ("bias_rms", "sign")
+MATRIX_NORMS = ("spectral", "colnorm", "rownorm", "sign")
+
+
+@dataclasses.dataclass(frozen=True)
+class PerRoleNorm:
+    """Scion's norm per role (optim.norms): the geometry of each role's LMO and boundary init."""
+
+    embedding: str = "colnorm"
+    hidden: str = "spectral"
+    output: str = "sign"
+    vector: str = "bias_rms"
+
+    def get(self, role: str) -> str:
+        return getattr(self, role)
+
+    def check(self, key: str = "optim.norms") -> None:
+        for role in ROLES:
+            name = self.get(role)
+            require(name in NORMS, f"{key}.{role}={name!r} is not one of {', '.join(NORMS)}")
+            allowed = VECTOR_NORMS if role == "vector" else MATRIX_NORMS
+            what = "one of" if role == "vector" else "a matrix norm: one of"
+            why = " (vectors have no matrix norm)" if role == "vector" else ""
+            require(name in allowed, f"{key}.{role}={name!r} must be {what} {', '.join(allowed)}{why}")
 EPS = 1e-8
 
 __all__ = ["NORMS", "lmo", "unit_direction", "norm", "dual_norm", "boundary_init", "polar_svd", "sign_divisor"]

@@ -23,18 +23,32 @@ from __future__ import annotations
 
 from typing import Any
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 
+from scaling.config_io import require
+from scaling.optim.adamw import AdamWFallback
 from scaling.optim.common import apply_lr, base_lrs, hyper_values, map_with_specs, route, scale_and_decay
-from scaling.optim.muon import FALLBACK_ROLES, HYPERPARAMETERS, muon_momentum
+from scaling.optim.muon import FALLBACK_ROLES, HYPERPARAMETERS, MuonMomentum, muon_momentum
 from scaling.optim.newton_schulz import newton_schulz, polar_svd
+from scaling.optim.section import OptimConfig
 from scaling.specs import tree_map_specs
 
 DUAL_LR = 0.01
 TOLERANCE = 1e-6
 MSIGN_STEPS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifoldMuonConfig(AdamWFallback, MuonMomentum, OptimConfig):
+    name: str = "manifold_muon"
+    dual_steps: int = 100  # iterations of dual ascent for the tangent direction (early stop at TOLERANCE)
+
+    def check(self) -> None:
+        require(self.dual_steps > 0, f"optim.dual_steps={self.dual_steps} must be positive")
 
 
 def msign(x: jax.Array) -> jax.Array:

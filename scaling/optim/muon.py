@@ -15,6 +15,7 @@ Weight decay follows scaling/optim/common.py (lr-coupled with the group's base l
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, NamedTuple
 
@@ -22,12 +23,37 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from scaling.config_io import require
+from scaling.optim.adamw import AdamWFallback
 from scaling.optim.common import apply_lr, base_lrs, hyper_values, map_with_specs, route, scale_and_decay
-from scaling.optim.newton_schulz import newton_schulz
+from scaling.optim.newton_schulz import NewtonSchulzSettings, newton_schulz
+from scaling.optim.section import OptimConfig
 
 FALLBACK_ROLES = ("embedding", "output", "vector")
 # the scalars fed to the compiled step as inputs (scaling/optim/common.py)
 HYPERPARAMETERS = ("lr", "b1", "b2", "eps", "weight_decay", "fallback_lr", "momentum")
+SHAPE_SCALES = ("keller", "moonlight", "spectral")
+
+
+@dataclasses.dataclass(frozen=True)
+class MuonMomentum:
+    """Keller's momentum on hidden matrices (Muon, manifold Muon)."""
+
+    momentum: float = 0.95  # beta
+    nesterov: bool = True
+
+    def check(self) -> None:
+        require(0 <= self.momentum < 1, f"optim.momentum={self.momentum} must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class MuonConfig(AdamWFallback, MuonMomentum, NewtonSchulzSettings, OptimConfig):
+    name: str = "muon"
+    shape_scale: str = "keller"  # keller | moonlight | spectral
+
+    def check(self) -> None:
+        require(self.shape_scale in SHAPE_SCALES,
+                f"optim.shape_scale={self.shape_scale!r} must be one of {', '.join(SHAPE_SCALES)}")
 
 
 def shape_factor(fan_in: int, fan_out: int, shape_scale: str) -> float:

@@ -11,8 +11,12 @@ p(σ) = aσ + bσ³ + cσ⁵ and keeps the singular vectors (KellerJordan/Muon `
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+
+from scaling.config_io import require
 
 MUON_COEFFS = (3.4445, -4.7750, 2.0315)
 POLAR_EXPRESS_COEFFS = (
@@ -42,6 +46,24 @@ def ns_schedule(coeffs: str, steps: int) -> list[tuple[float, float, float]]:
 
 
 METHODS = ("direct", "gram", "auto")
+COEFFS = ("muon", "polar_express")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class NewtonSchulzSettings:
+    """The optim fields of an optimizer that orthogonalises with newton_schulz (Muon, Scion's spectral LMO)."""
+
+    ns_steps: int = 5
+    ns_coeffs: str = "muon"  # muon | polar_express
+    ns_dtype: str = "float32"  # float32 | bfloat16: the iteration's dtype (Keller uses bf16)
+    ns_method: str = "auto"  # direct | gram (Gram form with restarts: 1.5x faster on (d, 4d) kernels) | auto
+
+    def check(self) -> None:
+        require(self.ns_steps > 0, f"optim.ns_steps={self.ns_steps} must be positive")
+        require(self.ns_coeffs in COEFFS, f"optim.ns_coeffs={self.ns_coeffs!r} must be one of {', '.join(COEFFS)}")
+        require(self.ns_dtype in DTYPES, f"optim.ns_dtype={self.ns_dtype!r} must be one of {', '.join(DTYPES)}")
+        require(self.ns_method in METHODS, f"optim.ns_method={self.ns_method!r} must be one of {', '.join(METHODS)}")
 GRAM_RESTART_EVERY = 3  # steps between recomputing A = XXᵀ from the iterate itself (_gram_iteration)
 GRAM_MIN_ASPECT = 2  # "auto" takes the Gram form from this long/short side ratio on
 

@@ -12,6 +12,7 @@ The spectral norm's polar factor is Newton–Schulz with optim.ns_steps / ns_coe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple
 
@@ -19,10 +20,27 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from scaling.config_io import require
 from scaling.optim.common import apply_lr, hyper_values, scale_and_decay, scale_per_leaf
 from scaling.optim.lmo import unit_direction
-from scaling.optim.newton_schulz import newton_schulz
+from scaling.optim.newton_schulz import NewtonSchulzSettings, newton_schulz
+from scaling.optim.section import OptimConfig
 from scaling.specs import ROLES, tree_map_specs
+
+
+@dataclasses.dataclass(frozen=True)
+class ScionConfig(NewtonSchulzSettings, OptimConfig):
+    """Scion's norms and radii are the shared optim.norms / optim.radius (scaling.optim.section)."""
+
+    name: str = "scion"
+    constrained: bool = False
+    alpha: float = 0.1  # momentum as gradient averaging: d <- (1-alpha) d + alpha g; 1 = off
+
+    def check(self) -> None:
+        require(0 < self.alpha <= 1, f"optim.alpha={self.alpha} must be in (0, 1] (Scion: 1 means no momentum)")
+        require(not (self.constrained and self.weight_decay > 0),
+                f"optim.weight_decay={self.weight_decay} must be 0 with optim.constrained=true "
+                "(constrained Scion already decays: W <- (1 - lr) W - lr * radius * lmo)")
 
 
 # the scalars fed to the compiled step as inputs (scaling/optim/common.py); norms and constrained are static
