@@ -20,11 +20,14 @@ from analysis.recipes_compute import chinchilla, critical_batch, isoflop
 from analysis.recipes_lr import lr_transfer
 from analysis.recipes_norm import norm_transfer
 from analysis.recipes_optim import optimizer_comparison
+from analysis.recipes_predict import norm_guided_lr, role_lr
 from analysis.recipes_training import curve_collapse, schedule_law, shared_exponent_speedup, wd_timescale
 
 RECIPES: dict[str, Callable[..., dict]] = {
     "lr_transfer": lr_transfer,
     "norm_transfer": norm_transfer,
+    "norm_guided_lr": norm_guided_lr,
+    "role_lr": role_lr,
     "chinchilla": chinchilla,
     "isoflop": isoflop,
     "critical_batch": critical_batch,

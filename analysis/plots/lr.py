@@ -119,15 +119,16 @@ def plot_lr_vs_batch(optima: pd.DataFrame, lr: str = "lr_opt", batch: str = "B",
 
 def plot_bstar(per_horizon: pd.DataFrame, horizon: str = "D", batch: str = "B_opt", fit: Fit | None = None,
                title: str = "Optimal batch size vs horizon"):
-    """B*(D) points (hollow at the edge of the batch grid) with the power-law fit."""
+    """B*(D) points (hollow at the edge of the batch grid: censored, not fitted) with the power-law fit,
+    drawn over the span of the fitted (filled) points only."""
     fig, axes = new_figure(1)
     ax = axes[0][0]
     edge = per_horizon["b_at_edge"].to_numpy(bool) if "b_at_edge" in per_horizon else np.zeros(len(per_horizon), bool)
     ax.plot(per_horizon[horizon][~edge], per_horizon[batch][~edge], "o", color="tab:blue", ms=7, label="B*(D)")
     ax.plot(per_horizon[horizon][edge], per_horizon[batch][edge], "o", color="tab:blue", mfc="white", ms=7,
             label="B* at grid edge")
-    if fit is not None:
-        d = np.geomspace(per_horizon[horizon].min(), per_horizon[horizon].max(), 30)
+    if fit is not None and (~edge).any():
+        d = np.geomspace(per_horizon[horizon][~edge].min(), per_horizon[horizon][~edge].max(), 30)
         lo, hi = fit.ci.get("b", (np.nan, np.nan))
         ax.plot(d, predict_power_law(fit, d), "-", color="tab:blue",
                 label=f"B* ∝ D$^{{{fit['b']:.2f}}}$" + (f"  95% CI [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else ""))

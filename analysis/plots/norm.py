@@ -1,4 +1,5 @@
-"""Norm-transfer figures: loss vs output norm coloured by learning rate; norm vs step."""
+"""Norm-transfer figures (Filatov et al., arXiv 2510.03871): loss vs output norm coloured by learning rate;
+norm vs step; the optimal norm vs horizon, one line per batch size."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize
 
-from analysis.plots.style import CMAP, log2_axis, new_figure
+from analysis.plots.style import CMAP, colours, fmt_num, log2_axis, new_figure
 
 
 def plot_loss_vs_norm(table: pd.DataFrame, norm: str = "output_norm", loss: str = "loss", lr: str = "lr",
                       optimum: dict | pd.Series | None = None, band: tuple[float, float] | None = None,
                       title: str = "Loss vs output norm"):
     """Scatter of loss against the output norm (log2 x) coloured by log2 lr, with the fitted parabola
-    and the optimum (dashed) when `optimum` (a row of optimal_norms) is given; optional norm band."""
+    (over the fitted points' span when the row has log2_norm_fit_lo/hi) and the optimum (dashed) when
+    `optimum` (a row of optimal_norms) is given; optional norm band."""
     fig, axes = new_figure(1)
     ax = axes[0][0]
     l2 = np.log2(table[lr].to_numpy(float))
@@ -24,7 +26,10 @@ def plot_loss_vs_norm(table: pd.DataFrame, norm: str = "output_norm", loss: str 
     if optimum is not None:
         a, b, c = optimum.get("coef_a"), optimum.get("coef_b"), optimum.get("coef_c")
         if a is not None and np.isfinite(a):
-            u = np.linspace(np.log2(table[norm].min()), np.log2(table[norm].max()), 100)
+            lo, hi = optimum.get("log2_norm_fit_lo", np.nan), optimum.get("log2_norm_fit_hi", np.nan)
+            if not (lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi)):
+                lo, hi = np.log2(table[norm].min()), np.log2(table[norm].max())
+            u = np.linspace(lo, hi, 100)
             ax.plot(2.0**u, a * u**2 + b * u + c, "-", color="gray", lw=1, label="parabola fit")
         ax.axvline(optimum["norm_opt"], ls="--", color="black", lw=1,
                    label=f"optimum: log2 norm = {optimum['log2_norm_opt']:.2f}")
@@ -77,4 +82,40 @@ def plot_norm_vs_step(curves: pd.DataFrame, runs: pd.DataFrame, norm: str = "nor
     fig.colorbar(matplotlib.cm.ScalarMappable(cnorm, cm), ax=axes[0].tolist(), label=f"log2 {lr}")
     if panel:
         fig.suptitle(title)
+    return fig
+
+
+def plot_optimal_norm_vs_horizon(optima: pd.DataFrame, horizon: str = "D", batch: str = "B",
+                                 per_horizon: pd.DataFrame | None = None, band: tuple[float, float] | None = None,
+                                 title: str = "Optimal output norm vs horizon"):
+    """The central figure of arXiv 2510.03871 (does the optimal norm stay put?): log2 of the optimal
+    output norm against the horizon D (log2 x), one line per batch size (sequential colours) with its
+    interval as error bars (log2_norm_lo/hi); edge or concave optima hollow and without bars (their
+    interval is one-sided).
+    per_horizon (norm_per_horizon's table) adds the norm at B* as a dashed black line; band shades the
+    optimal-norm band."""
+    fig, axes = new_figure(1)
+    ax = axes[0][0]
+    cmap = colours(optima[batch].dropna().unique())
+    for b, g in optima[np.isfinite(optima["log2_norm_opt"].to_numpy(float))].groupby(batch, sort=True):
+        g = g.sort_values(horizon)
+        ok = g["ok"].to_numpy(bool) if "ok" in g else np.ones(len(g), bool)
+        y = g["log2_norm_opt"].to_numpy(float)
+        ax.plot(g[horizon], y, "-", color=cmap[b], lw=1.2, label=f"{batch} = {fmt_num(b)}")
+        gi = g[ok]
+        yerr = np.vstack([gi["log2_norm_opt"] - gi["log2_norm_lo"], gi["log2_norm_hi"] - gi["log2_norm_opt"]]) \
+            if {"log2_norm_lo", "log2_norm_hi"} <= set(g.columns) else None
+        ax.errorbar(gi[horizon], gi["log2_norm_opt"], yerr=yerr, fmt="o", color=cmap[b], ms=5, capsize=3)
+        ax.plot(g[horizon][~ok], y[~ok], "o", color=cmap[b], mfc="white", ms=5)
+    if per_horizon is not None and len(per_horizon):
+        p = per_horizon.sort_values(horizon)
+        ax.plot(p[horizon], p["log2_norm_opt"], "--", color="black", lw=1.2, label="at B*")
+    if band is not None:
+        ax.axhspan(band[0], band[1], color="orange", alpha=0.15, label="optimal-norm band")
+    log2_axis(ax, "x")
+    ax.set_xlabel(f"horizon {horizon} (tokens)")
+    ax.set_ylabel("log2 optimal output norm")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="hollow: edge of the grid (a bound)", title_fontsize=7)
     return fig
