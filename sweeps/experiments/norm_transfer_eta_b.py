@@ -7,7 +7,8 @@ RowNorm (each vocabulary vector of the output step rescaled to l2 = 1/sqrt(d), s
 ||W_out||_{RMS->inf} by at most lr), radius 1, a constant learning rate without warmup, and their init:
 spectral (hidden semi-orthogonal x sqrt(fan_out/fan_in), residual outputs x 1/sqrt(2L), output norm 1).
 
-4 batch sizes x 15 learning rates (factors of 2^0.5) = 60 constant-lr runs, each trained for the same 2^20
+5 batch sizes (4 added after the first analysis found B* = 8, the smallest, at the short horizons) x 15
+learning rates (factors of 2^0.5) = 75 constant-lr runs per seed, each trained for the same 2^20
 tokens (a quarter of an epoch of the training plays); validation at every power-of-two step, so every batch size
 is evaluated at the shared horizons 2^17 ... 2^20 tokens (8x). Two seeds (init and data order); seed 0 is
 the default, so the first seed's run ids are those of the one-seed version of this file.
@@ -40,9 +41,10 @@ BASE = {
 
 SWEEP = product(
     zip(axis("run.seed", [0, 1]), axis("run.data_seed", [0, 1])),
-    axis("run.batch_size", [8, 16, 32, 64]),
+    axis("run.batch_size", [4, 8, 16, 32, 64]),
     axis("optim.lr", log2_grid(2 ** -4.5, -3.5, 3.5, step=0.5)),  # 2^-8 ... 2^-1
     derived("run.steps", steps_for_tokens()),
 )
 
-ANALYSIS = {"recipe": "norm_transfer", "lr": "optim.lr", "batch": "run.batch_size"}
+ANALYSIS = {"recipe": "norm_transfer", "lr": "optim.lr", "batch": "run.batch_size",
+            "horizons": [2 ** 17, 2 ** 20]}  # the designed horizons; shorter ones are in the logs too
