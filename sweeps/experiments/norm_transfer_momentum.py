@@ -23,4 +23,4 @@ SWEEP = product(
     derived("run.steps", steps_for_tokens()),
 )
 
-ANALYSIS = {"recipe": "norm_transfer", "lr": "optim.lr", "batch": "run.batch_size"}
+ANALYSIS = {"recipe": "norm_transfer", "lr": "optim.lr", "batch": "run.batch_size", "horizons": [2 ** 17, 2 ** 20]}

@@ -23,4 +23,6 @@ SWEEP = product(
     derived("run.steps", steps_for_tokens()),
 )
 
-ANALYSIS = {"recipe": "norm_transfer", "lr": "optim.lr", "batch": "run.batch_size"}
+# lr* per width and depth (is the lr width-independent under Scion?); the optimal output norm per size is
+# drawn by results/norm_transfer/compare_studies.py
+ANALYSIS = {"recipe": "lr_transfer", "x": "optim.lr", "width": "model.width", "kind": "model.depth"}
