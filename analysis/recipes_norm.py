@@ -25,8 +25,8 @@ from analysis.norm_transfer import (aligned_horizons, at_horizons, decaying, fin
                                     norm_per_horizon, norm_transfer_summary, optimal_norms, parabola_warnings,
                                     positive_horizons, within_horizons)
 from analysis.optimum import optimum_warnings
-from analysis.plots import (plot_bstar, plot_loss_vs_norm, plot_lr_vs_batch, plot_norm_vs_step,
-                            plot_optimal_norm_vs_horizon)
+from analysis.plots import (plot_bstar, plot_loss_vs_norm, plot_loss_vs_norm_per_horizon, plot_lr_vs_batch,
+                            plot_norm_vs_step, plot_optimal_norm_vs_horizon)
 from analysis.recipe_tools import ci_text, finished_runs, guarded, state_counts, write_figure
 from analysis.validate import as_list, require_columns
 
@@ -145,6 +145,8 @@ def draw_figures(table, opt, per, fits, band, curves, runs, norm, horizon, lr, b
     write_figure(plot_loss_vs_norm(sel, optimum=row, band=band,
                                    title=f"Loss vs output norm at B*={last['B_opt']:g}, D={horizon_label(last['D'])}"),
                  out_dir, "loss_vs_norm", figures)
+    write_figure(plot_loss_vs_norm_per_horizon(table, opt, per_horizon=per), out_dir, "loss_vs_norm_per_horizon",
+                 figures)
     write_figure(plot_norm_vs_step(curves, runs, norm, "step" if "step" in curves else horizon, lr, batch), out_dir,
                  "norm_vs_step", figures)
     write_figure(plot_lr_vs_batch(opt, fit=fits["lr_joint"]), out_dir, "lr_vs_batch", figures)

@@ -258,6 +258,25 @@ def test_the_optimal_norm_vs_horizon_figure(tmp_path):
     assert len(ax.containers) >= 5  # error bars per batch size
 
 
+def test_loss_vs_norm_has_one_panel_per_horizon_with_each_batch_optimum(tmp_path):
+    """The paper's Figs. 1a/2a: a panel per horizon, every (lr, B) point coloured by lr, a star per B."""
+    runs, curves = sweep()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = norm_transfer(runs, curves, tmp_path, n_boot=50)
+    assert (tmp_path / "loss_vs_norm_per_horizon.png").stat().st_size > 1000
+    table = res["optima"]
+    horizons = sorted(table["D"].unique())
+    fig = plots.plot_loss_vs_norm_per_horizon(
+        pd.DataFrame({"B": table["B"], "D": table["D"], "lr": table["lr_opt"], "loss": table["loss_opt"],
+                      "output_norm": table["norm_opt"], "seed": "0"}), table, per_horizon=res["per_horizon"])
+    panels = [ax for ax in fig.get_axes() if ax.get_title().startswith("D = ")]
+    assert len(panels) == len(horizons)
+    for ax, D in zip(panels, horizons):
+        stars = sum(len(c.get_offsets()) for c in ax.collections if c.get_label() == "optimum per B")
+        assert stars == int(((table["D"] == D) & table["ok"]).sum())
+
+
 # --- 9. decaying schedules -----------------------------------------------------------------------------------
 
 def cosine_sweep(batches=(4, 8, 16, 32, 64), log2_lrs=tuple(np.arange(-7.0, 1.01, 0.5)), log2_horizons=(14, 16, 18)):

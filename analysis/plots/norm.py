@@ -1,5 +1,5 @@
-"""Norm-transfer figures (Filatov et al., arXiv 2510.03871): loss vs output norm coloured by learning rate;
-norm vs step; the optimal norm vs horizon, one line per batch size."""
+"""Norm-transfer figures (Filatov et al., arXiv 2510.03871): loss vs output norm coloured by learning rate
+(one group, or one panel per horizon); norm vs step; the optimal norm vs horizon, one line per batch size."""
 
 from __future__ import annotations
 
@@ -43,6 +43,47 @@ def plot_loss_vs_norm(table: pd.DataFrame, norm: str = "output_norm", loss: str 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+def plot_loss_vs_norm_per_horizon(table: pd.DataFrame, optima: pd.DataFrame, norm: str = "output_norm",
+                                  loss: str = "loss", lr: str = "lr", batch: str = "B", horizon: str = "D",
+                                  seed: str = "seed", per_horizon: pd.DataFrame | None = None):
+    """One panel per horizon (the paper's Figs. 1a and 2a): loss against the output norm of every (lr, B)
+    point, seeds averaged, coloured by log2 lr and joined per batch size; each batch size's optimum marked
+    (a star, hollow at the edge of the grid), and B*'s optimal norm dashed when per_horizon is given."""
+    keys = [batch, horizon, lr]
+    points = (table.assign(_u=np.log2(table[norm].to_numpy(float))).groupby(keys, as_index=False)
+              .agg(**{loss: (loss, "mean"), "_u": ("_u", "mean")}))
+    horizons = sorted(points[horizon].unique())
+    fig, axes = new_figure(len(horizons), width=4.2, height=3.8, sharey=False)
+    l2 = np.log2(points[lr].to_numpy(float))
+    scale = Normalize(l2.min(), l2.max())
+    for ax, D in zip(axes[0], horizons):
+        at = points[points[horizon] == D]
+        for _, g in at.groupby(batch):
+            g = g.sort_values("_u")
+            ax.plot(2.0 ** g["_u"], g[loss], "-", color="gray", lw=0.6, alpha=0.6)
+        sc = ax.scatter(2.0 ** at["_u"], at[loss], c=np.log2(at[lr]), cmap=CMAP, norm=scale, s=18,
+                        edgecolors="black", linewidths=0.2)
+        best = optima[optima[horizon] == D]
+        inner = best[best["ok"].astype(bool)] if "ok" in best else best
+        ax.scatter(inner["norm_opt"], inner["loss_opt"], marker="*", s=90, color="red", zorder=3, label="optimum per B")
+        edge = best.drop(inner.index)
+        ax.scatter(edge["norm_opt"], edge["loss_opt"], marker="*", s=90, facecolors="white", edgecolors="red", zorder=3)
+        if per_horizon is not None:
+            row = per_horizon[per_horizon[horizon] == D]
+            if len(row):
+                ax.axvline(2.0 ** float(row["log2_norm_opt"].iloc[0]), ls="--", color="black", lw=1,
+                           label=f"B* = {fmt_num(row['B_opt'].iloc[0])}")
+        log2_axis(ax, "x")
+        lo, hi = np.nanquantile(at[loss], [0.0, 0.75])
+        ax.set_ylim(lo - 0.1 * (hi - lo), hi)
+        ax.set(title=f"{horizon} = 2^{np.log2(D):.0f}", xlabel=f"output norm ({norm})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(loss)
+    fig.colorbar(sc, ax=axes[0][-1], label=f"log2 {lr}")
     return fig
 
 
