@@ -15,14 +15,17 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import shutil
 import sys
+import tempfile
 import textwrap
 import warnings as pywarnings
 from pathlib import Path
 
 from analysis.errors import AnalysisError, AnalysisWarning, LoadWarning
 from analysis.fit import jsonable
-from analysis.load import experiments, load_store, select_experiment
+from analysis.load import exclude_unreadable, experiments, load_store, select_experiment
+from analysis.recipe_tools import FINISHED
 from analysis.recipes import RECIPES, resolve_experiment, run_recipe
 
 _NOT_OPTIONS = ("runs", "curves", "out_dir")
@@ -108,13 +111,18 @@ def format_table(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        name, options = resolve_experiment(args.experiment, args.store)
+        name, options = _resolve(args.experiment, args.store)
         options.update(_parse_options(args.options))
         out_dir = Path(args.out)
         with pywarnings.catch_warnings(record=True) as caught:
             pywarnings.simplefilter("always", LoadWarning)
             runs, curves = load_store(args.store, refresh=args.refresh)
         load_warnings = [str(w.message) for w in caught if issubclass(w.category, LoadWarning)]
+        runs, curves, left_out = exclude_unreadable(runs, curves)
+        load_warnings += left_out
+        if runs.empty:
+            unreadable = " (all of them with unreadable files)" if left_out else ""
+            raise AnalysisError(f"no runs in {', '.join(args.store)}{unreadable}")
         selected = getattr(args, "select", None)
         if selected is None and _recorded(args.experiment, args.store):
             selected = args.experiment  # an experiment recorded in the store: its own runs
@@ -125,21 +133,25 @@ def run(args: argparse.Namespace) -> int:
                 raise AnalysisError(f"experiment {selected!r} has no runs in {', '.join(args.store)}")
         else:
             load_warnings += _mixed_experiments(runs, args.store)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with pywarnings.catch_warnings(record=True) as caught:
-            pywarnings.simplefilter("always", AnalysisWarning)
-            result = run_recipe(name, runs, curves, out_dir, **options)
-        fit_warnings = [str(w.message) for w in caught if issubclass(w.category, AnalysisWarning)]
+        _refuse_all_diverged(runs, args.store)
+        # Everything is written to a staging directory and moved into out_dir only once it all succeeded:
+        # a failed analysis leaves out_dir as it was (not created, no figure of a recipe that failed later).
+        with tempfile.TemporaryDirectory(prefix="scaling-analyze-") as stage:
+            with pywarnings.catch_warnings(record=True) as caught:
+                pywarnings.simplefilter("always", AnalysisWarning)
+                result = run_recipe(name, runs, curves, Path(stage), **options)
+            fit_warnings = [str(w.message) for w in caught if issubclass(w.category, AnalysisWarning)]
+            result["warnings"] = list(dict.fromkeys(load_warnings + result.get("warnings", []) + fit_warnings))
+            result["stores"] = [str(s) for s in args.store]
+            result["experiment"] = selected
+            result["options"] = options
+            fits = {k: v for k, v in result.items() if k != "summary"}
+            (Path(stage) / "fits.json").write_text(json.dumps(jsonable(fits), indent=1, allow_nan=False))
+            runs.to_parquet(Path(stage) / "runs.parquet", compression="zstd", index=False)
+            _publish(Path(stage), out_dir)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result["warnings"] = list(dict.fromkeys(load_warnings + result.get("warnings", []) + fit_warnings))
-    result["stores"] = [str(s) for s in args.store]
-    result["experiment"] = selected
-    result["options"] = options
-    (out_dir / "fits.json").write_text(json.dumps(jsonable({k: v for k, v in result.items() if k != "summary"}),
-                                                  indent=1, allow_nan=False))
-    runs.to_parquet(out_dir / "runs.parquet", compression="zstd", index=False)
     which = f" of experiment {selected!r} ({n_all} in the store)" if selected is not None else ""
     print(f"{name}: {len(runs)} runs{which} from {', '.join(args.store)} -> {out_dir}")
     print(format_table(result.get("summary", [])))
@@ -149,6 +161,35 @@ def run(args: argparse.Namespace) -> int:
             print(f"  ! {w}")
     print(f"\nwrote fits.json, runs.parquet, {', '.join(result.get('figures', [])) or 'no figures'}")
     return 0
+
+
+def _resolve(experiment: str, stores) -> tuple[str, dict]:
+    """resolve_experiment, with an experiment file that exits or raises KeyboardInterrupt while it is
+    imported reported as the file's fault (not taken for this command's own exit or Ctrl-C)."""
+    try:
+        return resolve_experiment(experiment, stores)
+    except (SystemExit, KeyboardInterrupt) as e:
+        stopped = "exited" if isinstance(e, SystemExit) else "was interrupted"
+        raise AnalysisError(f"experiment {experiment} {stopped} at import ({type(e).__name__}): an experiment "
+                            "file only declares BASE, SWEEP and ANALYSIS") from None
+
+
+def _refuse_all_diverged(runs, stores) -> None:
+    """Every finished run diverged: no loss is left to fit, and the figures' log axes would have no
+    positive value (matplotlib raises). Said once, before anything is written."""
+    if "state" not in runs:
+        return
+    finished = runs["state"].isin(FINISHED)
+    if finished.any() and (runs.loc[finished, "state"] == "diverged").all():
+        raise AnalysisError(f"all {int(finished.sum())} finished runs in {', '.join(map(str, stores))} diverged: "
+                            "no loss to fit (lower the learning rates, or check run.diverge_factor)")
+
+
+def _publish(stage: Path, out_dir: Path) -> None:
+    """Move the staged files into out_dir (created now, when there is something to put in it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in sorted(stage.iterdir()):
+        shutil.move(str(path), str(out_dir / path.name))
 
 
 def _recorded(experiment: str, stores) -> bool:

@@ -29,11 +29,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analysis.errors import AnalysisError, LoadWarning
-from analysis.run_dir import (RUN_FILES, SIGNATURE, _normalise_curves, _read_run_arrow, flatten,  # noqa: F401
-                              read_metrics, read_run, signature)
+from analysis.run_dir import (RUN_FILES, SIGNATURE, UNREADABLE, _normalise_curves, _read_run_arrow,  # noqa: F401
+                              flatten, read_metrics, read_run, signature)
 
-__all__ = ["RUN_FILES", "build_tables", "experiments", "flatten", "load_store", "read_metrics", "read_run", "run_dirs",
-           "select_experiment", "signature", "write_tables"]
+__all__ = ["RUN_FILES", "build_tables", "exclude_unreadable", "experiments", "flatten", "load_store", "read_metrics",
+           "read_run", "run_dirs", "select_experiment", "signature", "write_tables"]
 
 RUNS_FILE, CURVES_FILE = "runs.parquet", "curves.parquet"
 STATES = ("pending", "running", "done", "diverged", "failed", "incomplete")
@@ -62,7 +62,7 @@ def run_dirs(store: str | Path) -> list[Path]:
 SUMMARY_FIELDS = ("steps", "tokens", "final_train_loss", "final_val_loss", "best_val_loss", "wall_time_s",
                   "n_params", "n_params_nonembedding", "flops_per_token", "diverged_step", "diverge_reason")
 _HEAD = ("run_id", "state", "experiment", "diverged", "error") + SUMMARY_FIELDS
-_TAIL = ("has_config", "n_metric_rows", "n_bad_lines", "last_step", _SIG)
+_TAIL = ("has_config", UNREADABLE, "n_metric_rows", "n_bad_lines", "last_step", _SIG)
 
 
 def _tidy_runs(rows: list[dict]) -> pd.DataFrame:
@@ -148,8 +148,8 @@ def _atomic_write(table: pa.Table, path: Path, build_id: bytes) -> None:
 def _refresh(store: Path, refresh: str, write: bool) -> tuple[pa.Table, pa.Table]:
     dirs = run_dirs(store)
     cache = None if refresh == "always" else _read_cache(store)
-    if cache is not None and _SIG not in cache[0].column_names:
-        cache = None  # tables written by something else: rebuild
+    if cache is not None and not {_SIG, UNREADABLE} <= set(cache[0].column_names):
+        cache = None  # tables written by something else, or by code that did not flag unreadable files: rebuild
     if cache is not None and refresh == "never":
         return cache
     sigs = {d.name: signature(d) for d in dirs}
@@ -294,8 +294,31 @@ def select_experiment(runs: pd.DataFrame, curves: pd.DataFrame, name: str,
         raise AnalysisError(f"no experiment {name!r} in {', '.join(map(str, paths))} "
                             f"(recorded: {', '.join(known) or 'none'})")
     sel = runs[keep].reset_index(drop=True)
+    return sel, _curves_of(curves, sel)
+
+
+def exclude_unreadable(runs: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(runs, curves) without the runs a JSON file of which did not parse (the `unreadable_files` column),
+    and a warning naming those files: what such a run ran (config.json, run.json) or reached (summary.json,
+    status) is unknown, so fitting it could only mislead."""
+    if UNREADABLE not in runs:
+        return runs, curves, []
+    bad = runs[UNREADABLE].notna() & (runs[UNREADABLE].astype(str) != "")
+    if not bad.any():
+        return runs, curves, []
+    stores = runs["store"].astype(str) if "store" in runs else pd.Series("", index=runs.index)
+    paths = [str(Path(store, run_id, name)) for store, run_id, names in
+             zip(stores[bad], runs.loc[bad, "run_id"].astype(str), runs.loc[bad, UNREADABLE].astype(str))
+             for name in names.split(",")]
+    kept = runs[~bad].reset_index(drop=True)
+    warning = f"left out {int(bad.sum())} run(s) with unreadable files: {', '.join(paths)}"
+    return kept, _curves_of(curves, kept), [warning]
+
+
+def _curves_of(curves: pd.DataFrame, sel: pd.DataFrame) -> pd.DataFrame:
+    """The curves of the runs in sel (by store and run id when both tables have a store column)."""
     if curves is None or curves.empty or "run_id" not in curves:
-        return sel, curves
+        return curves
     ckey = curves["run_id"].astype(str)
     if "store" in curves and "store" in sel:
         pairs = set(zip(sel["store"].astype(str), sel["run_id"].astype(str)))
@@ -306,4 +329,4 @@ def select_experiment(runs: pd.DataFrame, curves: pd.DataFrame, name: str,
     for col in ("store", "run_id"):
         if col in out and isinstance(out[col].dtype, pd.CategoricalDtype):
             out[col] = out[col].cat.remove_unused_categories()
-    return sel, out
+    return out

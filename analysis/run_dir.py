@@ -8,7 +8,9 @@ column per swept coordinate (free variables of the sweep included, which config.
 State of a run: summary.json present -> its status ("done" | "diverged"); else the status file's state
 if it is pending/running/failed; a run that claims done/diverged without a summary, or has no status
 at all, is "incomplete" (never silently counted as done). Corrupt metrics lines (e.g. truncated by a
-crash) are skipped with a LoadWarning naming the file and line numbers.
+crash) are skipped with a LoadWarning naming the file and line numbers. A JSON file that does not parse
+is named in a LoadWarning and in the row's `unreadable_files` column (`scaling analyze` leaves such runs
+out: what they ran or reached is unknown).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from analysis.errors import LoadWarning
 
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "status", "run.json")
 SIGNATURE = "_signature"  # column of the runs table holding the run's file signature (cache key)
+UNREADABLE = "unreadable_files"  # column: the run's JSON files that did not parse, comma-separated (else None)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -43,17 +46,20 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _read_json(path: Path) -> dict | None:
-    """A JSON object from path; None (with a LoadWarning) when missing-but-expected or corrupt."""
+def _read_json(path: Path, unreadable: list[str]) -> dict | None:
+    """A JSON object from path; None when missing, or corrupt (then with a LoadWarning, and the file's
+    name appended to `unreadable`)."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8 text
         warnings.warn(f"{path}: unreadable JSON, ignored ({e})", LoadWarning, stacklevel=3)
+        unreadable.append(path.name)
         return None
     if not isinstance(data, dict):
         warnings.warn(f"{path}: expected a JSON object, ignored", LoadWarning, stacklevel=3)
+        unreadable.append(path.name)
         return None
     return data
 
@@ -127,10 +133,11 @@ def signature(run_dir: Path) -> str:
 def _read_run_arrow(run_dir: Path) -> tuple[dict, pa.Table]:
     run_dir = Path(run_dir)
     sig = signature(run_dir)
-    config = _read_json(run_dir / "config.json")
-    summary = _read_json(run_dir / "summary.json")
-    status = _read_json(run_dir / "status")
-    record = _read_json(run_dir / "run.json")
+    unreadable: list[str] = []
+    config = _read_json(run_dir / "config.json", unreadable)
+    summary = _read_json(run_dir / "summary.json", unreadable)
+    status = _read_json(run_dir / "status", unreadable)
+    record = _read_json(run_dir / "run.json", unreadable)
     table, n_bad = read_metrics(run_dir / "metrics.jsonl")
     row: dict = {"run_id": run_dir.name, "state": _state(status, summary)}
     if record is not None:
@@ -148,6 +155,7 @@ def _read_run_arrow(run_dir: Path) -> tuple[dict, pa.Table]:
             row[f"status.{k}"] = json.dumps(v) if isinstance(v, (dict, list)) else v
     row.update(flatten(config or {}))
     row["has_config"] = config is not None
+    row[UNREADABLE] = ",".join(unreadable) or None
     row["n_metric_rows"] = table.num_rows
     row["n_bad_lines"] = n_bad
     row["last_step"] = pc.max(table["step"]).as_py() if "step" in table.column_names and table.num_rows else None

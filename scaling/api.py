@@ -11,7 +11,8 @@ Identity     IDENTITY_SCHEMA, identity(cfg), digest(cfg), check_same_run(config_
 Run files    read_jsonl, write_json_atomic (config.json, metrics.jsonl, summary.json of a run directory),
              FINAL_STATES (the summary statuses of a finished run)
 Training     train(cfg, out_dir, ...); train_runs(cfgs, out_dirs, ...) for K >= 1 runs with one
-             batch_key(cfg) (runs with equal keys train together), MembersOutOfStep;
+             batch_key(cfg) (runs with equal keys train together), MembersOutOfStep; its may_write(i) is
+             asked before every write of run i's files (a driver's fencing check; False: OwnershipLost);
              logged_steps(run_config) (the steps metrics.jsonl holds)
 
 The training names are resolved when first accessed (PEP 562), so importing this module does not import
@@ -29,9 +30,10 @@ from scaling.identity import IDENTITY_SCHEMA, check_same_run, defaults, digest, 
 from scaling.logs import FINAL_STATES, read_jsonl, write_json_atomic
 
 if TYPE_CHECKING:
-    from scaling.train import MembersOutOfStep, batch_key, logged_steps, train, train_runs
+    from scaling.train import MembersOutOfStep, OwnershipLost, batch_key, logged_steps, train, train_runs
 
-_LAZY = {name: "scaling.train" for name in ("train", "train_runs", "logged_steps", "batch_key", "MembersOutOfStep")}
+_LAZY = {name: "scaling.train" for name in ("train", "train_runs", "logged_steps", "batch_key", "MembersOutOfStep",
+                                             "OwnershipLost")}
 
 
 def __getattr__(name: str) -> Any:
@@ -47,4 +49,4 @@ def __dir__() -> list[str]:
 
 __all__ = ["Config", "ConfigError", "from_dict", "to_dict", "load_config", "read_jsonl", "write_json_atomic", "FINAL_STATES",
            "IDENTITY_SCHEMA", "identity", "digest", "defaults", "check_same_run", "upgrade", "flatten",
-           "train", "train_runs", "logged_steps", "batch_key", "MembersOutOfStep"]
+           "train", "train_runs", "logged_steps", "batch_key", "MembersOutOfStep", "OwnershipLost"]

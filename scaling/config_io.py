@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -76,21 +77,26 @@ def coerce(value: Any, tp: Any, field: str) -> Any:
                 return int(f)
         raise ConfigError(f"{field} must be an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{field} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{field} must be a number, got {value!r}") from None
-        raise ConfigError(f"{field} must be a number, got {value!r}")
+        return _finite_float(value, field)
     if tp is str:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{field} must be a string, got {value!r}")
     return value
+
+
+def _finite_float(value: Any, field: str) -> float:
+    """A float field's value. Infinity and NaN are refused here, once for every float field: no
+    hyperparameter means anything at inf or nan (a run would only diverge), and a non-finite value has no
+    JSON form, so no run identity either."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{field} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{field} must be a number, got {value!r}") from None
+    require(math.isfinite(number), f"{field}={number} must be a finite number")
+    return number
 
 
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
@@ -144,6 +150,9 @@ def load_file(path: str | Path) -> dict:
         text = p.read_text()
     except OSError as e:
         raise ConfigError(f"config file {str(p)!r} is unreadable: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte {e.start}): not a JSON or YAML "
+                          "config") from None
     try:
         if p.suffix in (".yaml", ".yml"):
             import yaml

@@ -127,6 +127,25 @@ def load_dataset(cfg: DataConfig, vocab_size: int) -> Dataset:
     return ds
 
 
+def require_sequences(ds: Dataset, cfg: DataConfig, length: int) -> None:
+    """Refuse, naming the data field, a split shorter than one window of `length` (model.context + 1)
+    tokens: `batch` would find out mid-run, with the run directory half written."""
+    for split, tokens in (("training", ds.train), ("validation", ds.val)):
+        if len(tokens) <= length:
+            raise ConfigError(f"{_data_field(cfg, split)}: its {split} tokens number {len(tokens)}, fewer than one "
+                              f"sequence of model.context + 1 = {length}")
+
+
+def _data_field(cfg: DataConfig, split: str) -> str:
+    """The field (and value) a split's tokens come from."""
+    if cfg.source != "file":
+        return f"data.source={cfg.source!r}"
+    if split == "validation":
+        return f"data.val_path={cfg.val_path!r}" if cfg.val_path else \
+            f"data.path={cfg.path!r} (its last data.val_fraction={cfg.val_fraction})"
+    return f"data.path={cfg.path!r}"
+
+
 def batch(tokens: Tokens, seed: int, step: int, batch_size: int, length: int, stream: int = TRAIN) -> np.ndarray:
     """(batch_size, length) int32 windows at offsets drawn from (seed, stream, step) alone. A window may
     span two shards of a Shards (they are one logical stream, as documents are within a shard)."""

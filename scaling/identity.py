@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -88,15 +87,9 @@ def identity(cfg: Config | Mapping) -> dict:
 
 
 def digest(cfg: Config | Mapping) -> str:
-    """Full sha256 hex digest of the canonical JSON of identity(cfg)."""
-    ident = identity(cfg)
-    try:
-        text = canonical_json(ident)
-    except ValueError:  # a non-finite float: not JSON, so not an identity
-        key, value = next((k, v) for k, v in ident["config"].items()
-                          if isinstance(v, float) and not math.isfinite(v))
-        raise ConfigError(f"{key}={value} is not a finite number") from None
-    return hashlib.sha256(text.encode()).hexdigest()
+    """Full sha256 hex digest of the canonical JSON of identity(cfg) (a non-finite value is refused by name
+    when identity() coerces the config: scaling.config_io)."""
+    return hashlib.sha256(canonical_json(identity(cfg)).encode()).hexdigest()
 
 
 def differing_keys(a: Config | Mapping, b: Config | Mapping) -> list[str]:

@@ -29,6 +29,12 @@ from scaling.config import Config
 from scaling.logs import MetricsLog, write_json_atomic
 from scaling.norm_log import flatten_for_log
 
+
+class OwnershipLost(RuntimeError):
+    """The driver says this process no longer owns the run directory (its lease went to another worker):
+    nothing more is written to it."""
+
+
 def eval_steps(total: int, per_octave: int) -> list[int]:
     """Geometric validation horizons round(2^(j/k)) <= total, plus the last step (powers of 2 included)."""
     steps, j = {total}, 0
@@ -63,9 +69,12 @@ class RunRecord:
     divergence test and the summary. The loop (scaling.train) keeps one per member, so a run's files do
     not depend on how many runs it was trained with."""
 
-    def __init__(self, cfg: Config, out: Path):
+    def __init__(self, cfg: Config, out: Path, may_write: Callable[[], bool] | None = None):
+        """may_write: asked before every write of the run's files (metrics, checkpoints, summary); False
+        raises OwnershipLost (a driver's fencing check: the run's lease is still this process's)."""
         run = cfg.run
         self.cfg, self.out = cfg, out
+        self.may_write = may_write or (lambda: True)
         self.tokens_per_step = run.batch_size * cfg.model.context
         self.horizons = set(eval_steps(run.steps, run.eval_per_octave))
         self.norms_every = run.norms_every or run.log_every
@@ -82,6 +91,7 @@ class RunRecord:
         opt_state, saved as they are); metrics.jsonl is cut back to the restored step."""
         saved = {"params": state.params, "opt_state": state.opt_state, "step": jnp.int32(0),
                  "initial_loss": jnp.float32(jnp.nan), "elapsed_s": jnp.float32(0.0)}
+        self.fence("checkpoints and metrics")  # restoring may set a checkpoint aside and cuts metrics back
         restored = self.ckpt.restore_latest(saved)
         if restored is not None:
             saved = restored[1]
@@ -93,9 +103,17 @@ class RunRecord:
         self.t_start = time.time()
         return state.replace(params=saved["params"], opt_state=saved["opt_state"])
 
+    def fence(self, what: str) -> None:
+        if not self.may_write():
+            raise OwnershipLost(f"{self.out}: this process no longer owns the run; not writing its {what}")
+
+    def append(self, row: dict) -> None:
+        self.fence("metrics")
+        self.log.append(row)
+
     def log_initial(self, val_loss: float, param_norms: dict) -> None:
         self.last_row = {"step": 0, "tokens": 0, "val_loss": val_loss, **flatten_for_log(param_norms)}
-        self.log.append(self.last_row)
+        self.append(self.last_row)
         self.val_losses.append(val_loss)
 
     def with_norms(self, n: int) -> bool:
@@ -114,7 +132,7 @@ class RunRecord:
             self.status, self.diverged_step = "diverged", n
             self.reason = "non-finite loss" if not math.isfinite(loss) else \
                 f"loss {loss:.4g} > {run.diverge_factor} x initial loss {self.initial_loss:.4g}"
-            self.log.append(row)
+            self.append(row)
             self.last_row = row
             return False
         if self.with_norms(n):
@@ -123,7 +141,7 @@ class RunRecord:
             row["val_loss"] = float(evaluate())
             self.val_losses.append(row["val_loss"])
         if n % run.log_every == 0 or self.with_norms(n) or n in self.horizons:
-            self.log.append(row)
+            self.append(row)
             self.last_row = row
         return True
 
@@ -133,6 +151,7 @@ class RunRecord:
 
     def save(self, n: int, state: Any) -> None:
         elapsed = self.elapsed_before + time.time() - self.t_start
+        self.fence(f"checkpoint of step {n}")
         self.ckpt.save(n, {"params": state.params, "opt_state": state.opt_state, "step": jnp.int32(n),
                            "initial_loss": jnp.float32(self.initial_loss), "elapsed_s": jnp.float32(elapsed)})
 
@@ -157,6 +176,7 @@ class RunRecord:
             **{k: v for k, v in json.loads((self.out / "config.json").read_text())["_meta"].items()
                if k.startswith("n_params") or k == "flops_per_token"},
         }
+        self.fence("summary")
         write_json_atomic(self.out / "summary.json", summary)
         return summary
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,16 +37,20 @@ import numpy as np
 
 from scaling import data as data_lib
 from scaling import hyper
-from scaling.config import Config, to_dict
+from scaling.config import Config, ConfigError, ModelConfig, to_dict
 from scaling.identity import check_same_run
 from scaling.logs import FINAL_STATES, write_json_atomic
+from scaling.models import count_params, param_specs
 from scaling.program import Program, TrainState, get_program
-from scaling.record import RunRecord, eval_steps, logged_steps, progress_bar, run_meta, validation_batches
+from scaling.record import (OwnershipLost, RunRecord, eval_steps, logged_steps, progress_bar, run_meta,
+                            validation_batches)
 
-__all__ = ["train", "train_runs", "batch_key", "MembersOutOfStep", "eval_steps", "logged_steps",
+__all__ = ["train", "train_runs", "batch_key", "MembersOutOfStep", "OwnershipLost", "eval_steps", "logged_steps",
            "validation_batches", "FINAL_STATES"]
 
 _SCALARS = ("loss", "lr", "grad_norm")  # the metrics read every step (the rest only on norm steps)
+STATE_COPIES = 3  # float32 per parameter: itself and two moments (AdamW's: no optimizer keeps more)
+SIZE_FIELDS = ("width", "depth", "vocab_size", "mlp_ratio", "n_heads", "head_dim", "window")  # model.* that size it
 
 
 class MembersOutOfStep(ValueError):
@@ -67,9 +72,11 @@ def train(cfg: Config, out_dir: str | Path, *, progress: bool = False,
 
 
 def train_runs(cfgs: list[Config], out_dirs: list[str | Path], *, progress: bool = False,
-               should_stop: Callable[[], bool] | None = None) -> list[dict]:
+               should_stop: Callable[[], bool] | None = None,
+               may_write: Callable[[int], bool] | None = None) -> list[dict]:
     """Train (or resume, or return the finished summaries of) runs with one batch_key together; one
-    summary (or {"status": "preempted", "steps": n}) per run, in order."""
+    summary (or {"status": "preempted", "steps": n}) per run, in order. may_write(i), asked before every
+    write to out_dirs[i], is a driver's fencing check: False raises OwnershipLost and nothing more is written."""
     if len(cfgs) != len(out_dirs) or not cfgs:
         raise ValueError("train_runs needs one output directory per config")
     if len(cfgs) > 1 and len({batch_key(c) for c in cfgs}) > 1:
@@ -80,14 +87,19 @@ def train_runs(cfgs: list[Config], out_dirs: list[str | Path], *, progress: bool
     if not todo:
         return results  # type: ignore[return-value]
     cfg0 = cfgs[todo[0]]
-    dataset = data_lib.load_dataset(cfg0.data, cfg0.model.vocab_size)  # input errors before any write
+    check_fits_in_memory(cfg0, members=len(todo))  # input errors before any allocation or write
+    dataset = data_lib.load_dataset(cfg0.data, cfg0.model.vocab_size)
+    data_lib.require_sequences(dataset, cfg0.data, cfg0.model.context + 1)
     program = get_program(cfg0)
     records, states = [], []
     for i in todo:
+        owned = None if may_write is None else (lambda i=i: may_write(i))
         outs[i].mkdir(parents=True, exist_ok=True)
         if not (outs[i] / "config.json").exists():
+            if owned is not None and not owned():
+                raise OwnershipLost(f"{outs[i]}: this process no longer owns the run; not writing its config.json")
             write_json_atomic(outs[i] / "config.json", {**to_dict(cfgs[i]), "_meta": run_meta(cfgs[i], program.specs)})
-        records.append(RunRecord(cfgs[i], outs[i]))
+        records.append(RunRecord(cfgs[i], outs[i], may_write=owned))
         states.append(records[-1].restore(program.init_state(jax.random.PRNGKey(cfgs[i].run.seed), cfgs[i])))
     bar = progress_bar(progress and len(todo) == 1, cfg0.run.steps, records[0].start)
     try:
@@ -102,6 +114,32 @@ def train_runs(cfgs: list[Config], out_dirs: list[str | Path], *, progress: bool
     for i, summary in zip(todo, summaries):
         results[i] = summary
     return results  # type: ignore[return-value]
+
+
+def check_fits_in_memory(cfg: Config, members: int = 1) -> None:
+    """Refuse, naming the model's size fields, runs whose float32 parameters and optimizer state alone
+    exceed the host's physical memory: found out at init, they would end in a JAX allocation traceback
+    after config.json and ckpt/ are written. Host memory bounds accelerator runs too: checkpoints pass
+    through it. The estimate is a floor (no gradients, no activations); the shapes cost no memory."""
+    n = count_params(param_specs(cfg.model, cfg.param))["n_params"]
+    need = members * n * 4 * STATE_COPIES
+    have = physical_memory_bytes()
+    if need <= have:
+        return
+    default = ModelConfig()
+    named = [f"model.{f}={getattr(cfg.model, f)}" for f in SIZE_FIELDS if getattr(cfg.model, f) != getattr(default, f)]
+    runs = f" x {members} runs" if members > 1 else ""
+    raise ConfigError(f"{', '.join(named) or 'model'}: {n:.3g} parameters{runs} need ~{need / 2**30:.3g} GiB of "
+                      f"float32 parameters and optimizer state, more than this machine's {have / 2**30:.3g} GiB "
+                      "of memory")
+
+
+def physical_memory_bytes() -> int:
+    """The host's physical memory, or a fixed 1 TiB where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 40
 
 
 def _finished_summary(cfg: Config, out: Path) -> dict | None:

@@ -120,14 +120,10 @@ def cmd_list(args: argparse.Namespace) -> int:  # noqa: ARG001
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from scaling.api import ConfigError  # noqa: PLC0415
     from sweeps.store import Store  # noqa: PLC0415
     from sweeps.worker import WorkerOptions  # noqa: PLC0415
 
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers={args.workers} must be >= 1")
-    if args.max_attempts < 1:
-        raise ConfigError(f"--max-attempts={args.max_attempts} must be >= 1")
+    check_run_options(args)
     experiment, runs = _expand(args.experiment)  # every spec error surfaces here, before any write
     if args.executor == "slurm":
         from sweeps.executors.slurm import import_submitit, parse_parameters  # noqa: PLC0415
@@ -165,6 +161,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     _consolidate(store.root, getattr(args, "tables", None))
     print_status(store, ids, top=5)
     return code
+
+
+# (option, attribute, lowest, highest): generous bounds that only refuse what cannot be meant. A lease is
+# heartbeaten every ttl/4 through the filesystem, so below a second live runs would be taken over (trained
+# twice); above a day a killed worker's run would wait that long to be resumed.
+RUN_OPTION_BOUNDS = (("--workers", "workers", 1, 1024), ("--max-batch", "max_batch", 1, 1024),
+                     ("--max-attempts", "max_attempts", 1, 100), ("--lease-ttl", "lease_ttl", 1.0, 86_400.0),
+                     ("--ray-num-cpus", "ray_num_cpus", 0.0, 1024.0), ("--ray-num-gpus", "ray_num_gpus", 0.0, 64.0))
+
+
+def check_run_options(args: argparse.Namespace) -> None:
+    """Refuse a numeric option of `sweep run` out of its bounds (NaN included), naming it."""
+    from scaling.api import ConfigError  # noqa: PLC0415
+
+    for option, attr, lo, hi in RUN_OPTION_BOUNDS:
+        value = getattr(args, attr)
+        if value is not None and not lo <= value <= hi:
+            raise ConfigError(f"{option}={value} must be between {lo} and {hi}")
 
 
 def _require(importer) -> None:
@@ -236,17 +250,20 @@ def print_status(store, run_ids: list[str], top: int = 10) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    from sweeps.progress import counts_line, snapshot  # noqa: PLC0415
+    from sweeps.progress import counts_line, problem_lines, snapshot  # noqa: PLC0415
 
     console = Console(width=max(120, Console().width))
-    console.print(counts_line(snapshot(store, run_ids)))
+    snap = snapshot(store, run_ids, verify=True)  # a damaged run counts as damaged, not done
+    console.print(counts_line(snap))
+    for line in problem_lines(store, run_ids, snap):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     finished, failed = [], []
     for run_id in run_ids:
         status = store.status(run_id)
         if status["state"] == "failed":
             failed.append((run_id, status))
         summary = store.summary(run_id)
-        if summary and summary.get("status") == "done":
+        if summary and summary.get("status") == "done" and run_id not in snap.damaged:
             loss = summary.get("final_val_loss")
             if isinstance(loss, (int, float)) and math.isfinite(loss):
                 finished.append((loss, run_id, summary))

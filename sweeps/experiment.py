@@ -104,12 +104,29 @@ def load_module(name_or_path: str | Path) -> ModuleType:
         spec.loader.exec_module(module)
     except ConfigError as e:
         raise ConfigError(f"{path.name}: {e}") from e
+    except SyntaxError as e:  # file:line first, as Python reports it (the line is the file's, not importlib's)
+        raise ConfigError(f"{e.filename or path}:{e.lineno}: {type(e).__name__}: {e.msg} "
+                          "(experiment file does not parse)") from None
     except Exception as e:  # noqa: BLE001 - any failure is the experiment file's
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        raise ConfigError(f"experiment file {str(path)!r} failed to import at line {where.lineno}: "
-                          f"{type(e).__name__}: {e}") from e
+        raise ConfigError(f"{path}:{_line_in(path, e)}: {type(e).__name__}: {e} "
+                          "(experiment file failed to import)") from e
+    except (SystemExit, KeyboardInterrupt) as e:  # not the command's own exit: the file stopped its import
+        stopped = "exited" if isinstance(e, SystemExit) else "was interrupted"
+        raise ConfigError(f"experiment {path} {stopped} at import ({type(e).__name__}{_code(e)} at line "
+                          f"{_line_in(path, e)}): an experiment file only declares BASE, SWEEP and ANALYSIS") from None
     sys.modules.setdefault(module_name, module)
     return module
+
+
+def _line_in(path: Path, e: BaseException) -> int | str:
+    """The line of the experiment file the exception passed through last (the traceback's last frame may
+    be in code it called)."""
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == path]
+    return lines[-1] if lines else "?"
+
+
+def _code(e: BaseException) -> str:
+    return f"({e.code!r})" if isinstance(e, SystemExit) else ""
 
 
 def load_experiment(name_or_path: str | Path) -> Experiment:

@@ -12,6 +12,9 @@ Protocol (local disks and shared filesystems, NFS included):
 - takeover: under a guard file `<run>/lease.takeover` (created with O_EXCL, so takeovers of one run
   are serialised), re-check that the lease is still stale and os.replace() it with our own record.
 - release: remove the lease if it is still ours.
+- fencing: every acquisition (takeover included) puts a fresh random token in the record. A holder calls
+  `holds()` (the lease file still names its owner and token) before each write of the run's files, so a
+  stalled worker whose lease was taken over stops writing at its next write, not at its next heartbeat.
 The caller re-reads the run's status after acquiring: a peer may have finished it meanwhile.
 """
 
@@ -97,9 +100,9 @@ def _create_exclusive(path: Path, record: dict) -> bool:
 
 
 class Lease:
-    def __init__(self, run_dir: Path, owner: str, ttl: float, previous: dict | None = None):
+    def __init__(self, run_dir: Path, owner: str, ttl: float, previous: dict | None = None, token: str = ""):
         self.path = Path(run_dir) / LEASE
-        self.owner, self.ttl = owner, ttl
+        self.owner, self.ttl, self.token = owner, ttl, token
         self.previous = previous  # the expired record this lease took over, if any
         self.lost = False
         self._stop = threading.Event()
@@ -111,9 +114,9 @@ class Lease:
         run_dir = Path(run_dir)
         path = run_dir / LEASE
         record = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "ttl": ttl,
-                  "acquired": time.time()}
+                  "acquired": time.time(), "token": uuid.uuid4().hex}
         if _create_exclusive(path, record):
-            return cls(run_dir, owner, ttl)._start()
+            return cls(run_dir, owner, ttl, token=record["token"])._start()
         if not is_stale(path):
             return None
         return cls._take_over(run_dir, record)
@@ -131,12 +134,12 @@ class Lease:
         try:
             previous = read_record(path)
             if previous is None:  # released meanwhile: an ordinary acquisition
-                return cls(run_dir, record["owner"], record["ttl"])._start() if _create_exclusive(path, record) \
-                    else None
+                return cls(run_dir, record["owner"], record["ttl"], token=record["token"])._start() \
+                    if _create_exclusive(path, record) else None
             if not is_stale(path):
                 return None
             os.replace(_write_private(path, record), path)
-            return cls(run_dir, record["owner"], record["ttl"], previous=previous)._start()
+            return cls(run_dir, record["owner"], record["ttl"], previous=previous, token=record["token"])._start()
         finally:
             guard.unlink(missing_ok=True)
 
@@ -148,7 +151,13 @@ class Lease:
 
     def still_mine(self) -> bool:
         record = read_record(self.path)
-        return bool(record) and record.get("owner") == self.owner
+        return bool(record) and record.get("owner") == self.owner and record.get("token", "") == self.token
+
+    def holds(self) -> bool:
+        """The fencing check before a write: the lease file still holds this acquisition's owner and token."""
+        if not self.lost and not self.still_mine():
+            self.lost = True
+        return not self.lost
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 4):

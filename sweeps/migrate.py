@@ -36,9 +36,9 @@ from typing import Callable
 from scaling.api import IDENTITY_SCHEMA, Config, ConfigError, digest, from_dict, to_dict, upgrade, write_json_atomic
 from sweeps import run_id as rid
 from sweeps.lease import LEASE, is_stale, read_record
-from sweeps.store import EXPERIMENTS, FINISHED, MIGRATION_JOURNAL, Store, free_id, schema_of
+from sweeps.store import EXPERIMENTS, FINISHED, MIGRATION_JOURNAL, SUPERSEDED, Store, free_id, schema_of
 
-SUPERSEDED, UNMIGRATED = "_superseded", "_unmigrated"
+UNMIGRATED = "_unmigrated"
 RESET_FILES = ("summary.json", "metrics.jsonl", "ckpt", "config.json")  # what an unfinished run restarts without
 JOURNAL_VERSION = 1
 
@@ -108,8 +108,7 @@ def plan(store: Store) -> dict | None:
         entries.append({"old": old, "rec": rec, "schema": schema, "stored": stored, "cfg": cfg, "digest": key,
                         "notes": notes, "finished": _finished(store, old), "current": False})
     # one identity, one run: a current run with the same digest takes part in the choice
-    current = {r["digest"]: run_id for run_id, r in records.items()
-               if r is not None and schema_of(r) == IDENTITY_SCHEMA and isinstance(r.get("digest"), str)}
+    current = store.digest_index()
     groups: dict[str, list[dict]] = {}
     for e in entries:
         groups.setdefault(e["digest"], []).append(e)

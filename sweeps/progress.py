@@ -1,7 +1,10 @@
 """What a sweep is doing, read from the store alone: counts per state, tokens/s, the running runs.
 
 Used by the local executor's live display and by `scaling sweep status`. Reading only the status
-files, summaries and the last line of running runs' metrics keeps a refresh cheap.
+files, summaries and the last line of running runs' metrics keeps a refresh cheap. `sweep status`
+also verifies the runs counted as finished (Store.damaged, cached by file size and mtime): a damaged
+one is counted as damaged, not done, and listed with its paths, as are blocked runs and copies of one
+run registered twice.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Snapshot:
     counts: dict[str, int]
     tokens: int  # trained so far: finished runs' summaries plus running runs' last logged row
     running: list[tuple[str, int, int, float | None]]  # (run id, step, steps, last train loss)
+    damaged: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # verified runs whose files disagree
 
 
 def last_row(path: Path, tail: int = 8192) -> dict | None:
@@ -44,9 +48,12 @@ def last_row(path: Path, tail: int = 8192) -> dict | None:
     return None
 
 
-def snapshot(store: Store, run_ids: list[str]) -> Snapshot:
+def snapshot(store: Store, run_ids: list[str], verify: bool = False) -> Snapshot:
+    """Counts per state from the status files; with verify, a run whose status says finished but whose
+    files disagree counts as damaged instead."""
     counts = {s: 0 for s in STATES}
     tokens, running = 0, []
+    damaged = store.damaged(run_ids) if verify else {}
     for run_id in run_ids:
         status = store.status(run_id)
         state = status["state"]
@@ -61,7 +68,24 @@ def snapshot(store: Store, run_ids: list[str]) -> Snapshot:
                 loss = row.get("train_loss")
                 running.append((run_id, int(row.get("step") or 0), steps,
                                 loss if isinstance(loss, (int, float)) else None))
-    return Snapshot(time.time(), counts, tokens, running)
+    for run_id in damaged:
+        counts[store.status(run_id)["state"]] -= 1
+    return Snapshot(time.time(), counts, tokens, running, damaged)
+
+
+def problem_lines(store: Store, run_ids: list[str], snap: Snapshot) -> list[str]:
+    """What a status report lists besides the counts: damaged runs (each problem names its file), runs that
+    cannot start (blocked, with the reason) and copies of one run or half-registered directories."""
+    lines = [f"damaged {run_id}: {'; '.join(problems)}" for run_id, problems in snap.damaged.items()]
+    for run_id in run_ids:
+        blocked = store.status(run_id).get("blocked")
+        if blocked and store.status(run_id)["state"] == "pending":
+            lines.append(f"cannot start {run_id}: {blocked}")
+    for key, ids in store.duplicates().items():
+        lines.append(f"duplicate: {', '.join(ids)} are one run (identity digest {key[:8]}); `scaling sweep run` "
+                     f"keeps {ids[0]} and sets the others aside")
+    lines += [f"orphan directory {store.run_dir(name)}: no run.json (ignored)" for name in store.orphans()]
+    return lines
 
 
 class Rate:
@@ -78,7 +102,7 @@ class Rate:
 
 
 def counts_line(snap: Snapshot, rate: float | None = None) -> str:
-    parts = [f"{s} {snap.counts[s]}" for s in STATES]
+    parts = [f"{s} {snap.counts[s]}" for s in STATES] + ([f"damaged {len(snap.damaged)}"] if snap.damaged else [])
     total = sum(snap.counts.values())
     text = f"{total} runs: " + ", ".join(parts)
     return text + (f" | {rate:,.0f} tokens/s" if rate is not None else "")

@@ -9,38 +9,69 @@ Every executor starts N copies of this loop on one store (Marin's race-to-claim 
   max_batch is 1 unless batching is on), keeps those that resume from the same step and trains them with
   one call of scaling.api.train_runs. Each member keeps its own lease, status, events, files and outcome,
   so a run is the same whether a batch or a lone attempt finished it;
-- after taking a lease the run is inspected again (a peer may have finished it meanwhile), damaged
-  files are set aside (Store.repair) and training resumes from the newest good checkpoint;
-- an exception is recorded as status "failed" with its traceback (for every member of a batch, which is
-  then retried alone); the run is retried by the next pass of any worker until it has failed
-  `max_attempts` times. A diverged run is data: status "diverged";
+- a run's files are read (inspected) and repaired only under its lease, since a peer holding it may be
+  setting files aside: after taking a lease the run is inspected (a peer may have finished it meanwhile),
+  damaged files are set aside (Store.repair) and training resumes from the newest good checkpoint;
+- an exception of training is recorded as status "failed" with its traceback (for every member of a
+  batch, which is then retried alone); the run is retried by the next pass of any worker until it has
+  failed `max_attempts` times. A diverged run is data: status "diverged";
+- a ConfigError of training is the run's inputs or config, not the run (a data file that moved): the run
+  is left pending with a "blocked" note naming the field, no attempt is spent, and a rerun once the input
+  is back trains it;
+- any other exception inside the worker is logged with the run id and the worker goes on with the other
+  runs (after `max_attempts` of them on one run, it leaves that run alone);
 - SIGTERM (preemption) sets `stop`: the current runs checkpoint (train_runs' should_stop), go back to
-  "pending", and the worker exits with EXIT_REQUEUE (75, EX_TEMPFAIL) so a requeue knows to restart it;
+  "pending", and the worker exits with EXIT_REQUEUE (75, EX_TEMPFAIL) so a requeue knows to restart it,
+  or with 0 when nothing is left to do. `python -m sweeps.worker` takes the signal as a stop from its
+  first line on, also while it is still importing JAX;
 - when no run is claimable but peers still hold leases, the worker waits and polls, so that a peer that
-  dies is taken over once its lease expires (or at once if its process is visibly gone on this host).
-The loop ends with 0 when every run of the experiment is final.
+  dies is taken over once its lease expires (or at once if its process is visibly gone on this host);
+  every takeover is logged in the run's events.jsonl. A worker whose lease was taken over while it was
+  stalled writes nothing more of the run: training asks the lease (its fencing token) before every write
+  of metrics, checkpoints and summary (train_runs' may_write), and the worker before recording an outcome.
+The loop ends with 0 when every run of the experiment is final, 1 when some failed for good or cannot
+start; an exception escaping the loop exits with EXIT_CRASHED (70), which the local executor restarts.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import os
 import signal
-import socket
-import sys
 import threading
-import time
-import traceback
-import warnings
-from collections import Counter
-from pathlib import Path
-from typing import Callable
 
-from sweeps.lease import DEFAULT_TTL, Lease, new_owner_id
-from sweeps.store import DEFAULT_MAX_ATTEMPTS, FINISHED, Health, Store
+STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR2", None)) if s is not None)
 
-EXIT_DONE, EXIT_FAILED, EXIT_REQUEUE = 0, 1, 75
+
+def install_stop_signals(stop: threading.Event) -> None:
+    def handler(signum, frame):  # noqa: ARG001
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+
+
+# `python -m sweeps.worker`: the imports below start JAX (seconds on a loaded machine); a stop signal
+# meanwhile must stop the worker (0 when nothing is left to do), not kill it
+STARTUP_STOP = threading.Event()
+if __name__ == "__main__":
+    install_stop_signals(STARTUP_STOP)
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+import warnings  # noqa: E402
+from collections import Counter  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
+
+from scaling.api import ConfigError  # noqa: E402
+from sweeps.lease import DEFAULT_TTL, Lease, new_owner_id  # noqa: E402
+from sweeps.store import DEFAULT_MAX_ATTEMPTS, FINISHED, Health, Store  # noqa: E402
+
+EXIT_DONE, EXIT_FAILED, EXIT_CRASHED, EXIT_REQUEUE = 0, 1, 70, 75  # 70: EX_SOFTWARE, 75: EX_TEMPFAIL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +106,12 @@ class Worker:
         self.stop = stop or threading.Event()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.max_batch = max(1, max_batch)
-        self._final: set[str] = set()  # verified final by this worker: not inspected again
-        self._keys: dict[str, tuple] = {}
+        self._final: set[str] = set()  # verified final under their lease by this worker: not inspected again
+        self._keys: dict[str, tuple | None] = {}
         self._solo: set[str] = set()  # runs whose batched attempt failed: retried one at a time
+        self._blocked: dict[str, str] = {}  # run id -> why it cannot start (its inputs, its config, this worker)
+        self._superseded: set[str] = set()  # set aside as copies of another run (Store.merge_duplicates)
+        self._errors: Counter = Counter()  # unexpected exceptions of this worker, per run
 
     # ------------------------------------------------------------ the loop
 
@@ -85,15 +119,15 @@ class Worker:
         while True:
             progressed, busy = False, False
             seen: set[str] = set()
-            for run_id in self.run_ids:
+            for run_id in self.run_ids:  # a run set aside as a copy appends the kept one
                 if self.stop.is_set():
                     return self.exit_code()
-                if run_id in seen:
+                if run_id in seen or run_id in self._blocked:
                     continue
-                outcomes = self.try_runs(self.candidates(run_id, seen))
+                outcomes = self.attempt(run_id, seen)
                 seen |= set(outcomes)
                 busy |= "busy" in outcomes.values()
-                progressed |= any(o not in ("skip", "busy") for o in outcomes.values())
+                progressed |= any(o not in ("skip", "busy", "blocked") for o in outcomes.values())
                 if "preempted" in outcomes.values():
                     return EXIT_REQUEUE
             if self.stop.is_set() or (not progressed and not busy):
@@ -101,37 +135,108 @@ class Worker:
             if not progressed:
                 self.stop.wait(self.options.poll_s)
 
+    def attempt(self, run_id: str, seen: set[str]) -> dict[str, str]:
+        """try_runs on run_id and its batch candidates. An unexpected exception is logged with the run id and
+        the worker goes on; after max_attempts of them this worker leaves the run alone (blocked)."""
+        try:
+            return self.try_runs(self.candidates(run_id, seen))
+        except Exception as e:  # noqa: BLE001 - one run's trouble must not stop the others
+            self._errors[run_id] += 1
+            n, limit = self._errors[run_id], self.options.max_attempts
+            self.log(f"run {run_id}: unexpected error in the worker ({n}/{limit}): {type(e).__name__}: {e}\n"
+                     + "".join(traceback.format_exception(e)))
+            if n >= limit:
+                self._blocked[run_id] = f"this worker failed on it {n} times ({type(e).__name__}: {e})"
+            return {run_id: "error"}
+
     def exit_code(self) -> int:
-        """EXIT_REQUEUE while some run is not final; else EXIT_FAILED if some run failed for good."""
-        if not all(self.is_final(r) for r in self.run_ids):
+        """EXIT_REQUEUE while some run is left to do; else EXIT_FAILED if some run failed for good or cannot
+        start (blocked: each was logged with its reason); else EXIT_DONE."""
+        left = [r for r in self.run_ids if not self.settled(r)]
+        blocked = [r for r in left if r in self._blocked]
+        if len(blocked) < len(left):
             return EXIT_REQUEUE
-        failed = any(self.store.status(r)["state"] == "failed" for r in self.run_ids)
+        if blocked:
+            self.log(f"{len(blocked)} of {len(self.run_ids)} runs cannot start, left pending (no attempt spent); "
+                     f"fix and rerun the sweep: " + "; ".join(f"{r}: {self._blocked[r]}" for r in blocked))
+            return EXIT_FAILED
+        failed = any(self.store.status(r)["state"] == "failed" for r in self.run_ids if r not in self._superseded)
         return EXIT_FAILED if failed else EXIT_DONE
 
-    def is_final(self, run_id: str) -> bool:
-        if run_id in self._final:
+    def settled(self, run_id: str) -> bool:
+        """Nothing left to do on run_id: verified final (now, under its lease, if not yet), or set aside as a
+        copy. A run whose lease a peer holds (verifying or merging it) is judged by its status file."""
+        if run_id in self._final or run_id in self._superseded or self.superseded(run_id):
             return True
-        if self.store.inspect(run_id).final(self.options.max_attempts):
-            self._final.add(run_id)
-            return True
-        return False
+        if run_id in self._blocked or not self.looks_final(run_id):
+            return False
+        verdict = self.verify(run_id)
+        return True if verdict is None else verdict
 
-    def key(self, run_id: str) -> tuple:
+    def acquire(self, run_id: str) -> Lease | None:
+        """The run's lease (None: a live peer holds it). Taking over a dead or silent holder's lease is
+        logged at once, whatever the run turns out to need."""
+        lease = Lease.acquire(self.store.run_dir(run_id), self.owner, self.options.lease_ttl)
+        if lease is not None and lease.previous is not None:
+            previous = lease.previous.get("owner")
+            self.store.event(run_id, "takeover", worker=self.owner, previous=previous)
+            self.log(f"run {run_id}: took over the lease of {previous}")
+        return lease
+
+    def verify(self, run_id: str) -> bool | None:
+        """Whether run_id is final, inspected under its lease (None: a peer holds the lease)."""
+        try:
+            lease = self.acquire(run_id)
+        except FileNotFoundError:
+            return None
+        if lease is None:
+            return None
+        with lease:
+            final = self.store.inspect(run_id).final(self.options.max_attempts)
+        if final:
+            self._final.add(run_id)
+        return final
+
+    def looks_final(self, run_id: str) -> bool:
+        """What the status file alone says (no lease needed): final, to be verified under the lease."""
+        status = self.store.status(run_id)
+        failed_for_good = status["state"] == "failed" and int(status.get("attempts") or 0) >= self.options.max_attempts
+        return status["state"] in FINISHED or failed_for_good
+
+    def superseded(self, run_id: str) -> bool:
+        """True if run_id was set aside as a copy of another run; the kept run joins this worker's runs."""
+        if run_id in self._superseded:
+            return True
+        kept = None if self.store.run_dir(run_id).is_dir() else self.store.superseded_by(run_id)
+        if kept is None:
+            return False
+        self._superseded.add(run_id)
+        self.log(f"run {run_id} was set aside as a copy of {kept}: {kept} instead")
+        if kept not in self.run_ids:
+            self.run_ids.append(kept)
+        return True
+
+    def key(self, run_id: str) -> tuple | None:
+        """The run's batch_key (None: its config does not load; it is tried alone and blocked)."""
         from scaling.api import batch_key  # noqa: PLC0415 - jax starts only in processes that train
 
         if run_id not in self._keys:
-            self._keys[run_id] = batch_key(self.store.config(run_id))
+            try:
+                self._keys[run_id] = batch_key(self.store.config(run_id))
+            except ConfigError:
+                self._keys[run_id] = None
         return self._keys[run_id]
 
     def candidates(self, first: str, seen: set[str]) -> list[str]:
-        """first, then up to max_batch - 1 later runs of the same batch_key that are not final."""
-        if self.max_batch == 1 or first in self._solo or self.is_final(first):
+        """first, then up to max_batch - 1 later runs of the same batch_key whose status is not final."""
+        if self.max_batch == 1 or first in self._solo or first in self._final or self.key(first) is None:
             return [first]
         group = [first]
         for run_id in self.run_ids:
             if len(group) >= self.max_batch:
                 break
-            if run_id in seen or run_id == first or run_id in self._solo or self.is_final(run_id):
+            if run_id in seen or run_id == first or run_id in self._solo or run_id in self._final \
+                    or run_id in self._blocked or run_id in self._superseded or self.looks_final(run_id):
                 continue
             if self.key(run_id) == self.key(first):
                 group.append(run_id)
@@ -152,19 +257,27 @@ class Worker:
         return True
 
     def claim(self, run_id: str) -> tuple[str, Lease | None]:
-        """(outcome, lease): "claimed" with the lease held, else skip (final or migrating) | busy."""
-        if self.is_final(run_id) or self.migration_stop(run_id):
+        """(outcome, lease): "claimed" with the lease held, else skip (final, set aside or migrating) | busy.
+        The run is inspected only under its lease: a peer holding it may be setting its files aside."""
+        if run_id in self._final or self.superseded(run_id) or self.migration_stop(run_id):
             return "skip", None
-        lease = Lease.acquire(self.store.run_dir(run_id), self.owner, self.options.lease_ttl)
+        try:
+            lease = self.acquire(run_id)
+        except FileNotFoundError:  # its directory moved meanwhile (a merge or a migration)
+            return "skip" if self.superseded(run_id) or self.migration_stop(run_id) else "busy", None
         if lease is None:
             return "busy", None
-        if self.migration_stop(run_id):
+        try:
+            if self.migration_stop(run_id):
+                lease.release()
+                return "skip", None
+            if self.store.inspect(run_id).final(self.options.max_attempts):  # a peer may have finished it
+                self._final.add(run_id)
+                lease.release()
+                return "skip", None
+        except BaseException:
             lease.release()
-            return "skip", None
-        if self.store.inspect(run_id).final(self.options.max_attempts):  # re-checked under the lease: a peer
-            self._final.add(run_id)                                      # may have finished it meanwhile
-            lease.release()
-            return "skip", None
+            raise
         return "claimed", lease
 
     def try_runs(self, run_ids: list[str]) -> dict[str, str]:
@@ -192,7 +305,8 @@ class Worker:
                 lease.release()
 
     def train(self, members: list[str], leases: dict[str, Lease]) -> dict[str, str]:
-        from scaling.api import MembersOutOfStep, train_runs  # noqa: PLC0415 - jax starts only in processes that train
+        # jax starts only in processes that train
+        from scaling.api import MembersOutOfStep, OwnershipLost, train_runs  # noqa: PLC0415
 
         extra = {"batch": len(members)} if len(members) > 1 else {}
         commons = {r: self.prepare(r, leases[r], self.store.inspect(r), **extra) for r in members}
@@ -200,26 +314,40 @@ class Worker:
             cfgs = [self.store.config(r) for r in members]
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                summaries = train_runs(cfgs, [self.store.run_dir(r) for r in members],
-                                       should_stop=lambda: self.stop.is_set() or any(
-                                           lease.lost for lease in leases.values()))
-            self.report_warnings(members, caught)
+                try:
+                    summaries = train_runs(cfgs, [self.store.run_dir(r) for r in members],
+                                           should_stop=lambda: self.stop.is_set() or any(
+                                               lease.lost for lease in leases.values()),
+                                           may_write=lambda i: leases[members[i]].holds())  # fencing
+                finally:  # also when training raised: a set-aside checkpoint must reach the log
+                    self.report_warnings(members, caught)
         except MembersOutOfStep as e:  # a checkpoint turned out unreadable: one at a time, nothing written
             self.log(f"batch of {len(members)}: {e}")
             self._solo |= set(members)
             return {r: self.train([r], leases)[r] for r in members}
+        except OwnershipLost as e:  # a peer took a member over while this worker was stalled: its files are
+            self.log(str(e))  # the peer's now; the other members of a batch go on alone
+            if len(members) == 1:
+                return {members[0]: self.record_lost(members[0])}
+            self._solo |= set(members)
+            return {r: self.record_lost(r) if not leases[r].holds() else self.train([r], leases)[r] for r in members}
+        except ConfigError as e:  # the inputs or the config, raised before training wrote anything: no attempt
+            if len(members) > 1:  # spent; a batch's members are tried alone (one may be fine)
+                self._solo |= set(members)
+                return {r: self.train([r], leases)[r] for r in members}
+            return {r: self.record_lost(r) if not leases[r].holds() else self.record_blocked(r, commons[r], e)
+                    for r in members}
         except Exception as e:  # noqa: BLE001 - any failure is recorded, never hidden; a batch's members retry alone
             if len(members) > 1:
                 self._solo |= set(members)
-            return {r: "lost" if leases[r].lost else self.record_failure(r, commons[r], e) for r in members}
+            return {r: self.record_lost(r) if not leases[r].holds() else self.record_failure(r, commons[r], e)
+                    for r in members}
         return {r: self.record(r, leases[r], commons[r], s) for r, s in zip(members, summaries)}
 
     def prepare(self, run_id: str, lease: Lease, health: Health, **start_fields) -> dict:
-        """Under the lease: note a takeover, repair damage, mark the run running. Returns the status
-        fields every later record of this attempt repeats."""
+        """Under the lease: repair damage, mark the run running. Returns the status fields every later
+        record of this attempt repeats."""
         store = self.store
-        if lease.previous is not None:
-            store.event(run_id, "takeover", worker=self.owner, previous=lease.previous.get("owner"))
         if needs_repair(health):
             report = store.repair(run_id, health)
             store.event(run_id, "repair", worker=self.owner, **report)
@@ -247,12 +375,26 @@ class Worker:
         self.log(f"run {run_id}: failed (attempt {attempts}/{self.options.max_attempts}): {text}")
         return "failed"
 
+    def record_lost(self, run_id: str, **fields) -> str:
+        """Only the audit line: the status and every other file of the run are its new holder's."""
+        self.store.event(run_id, "lost", worker=self.owner, **fields)
+        self.log(f"run {run_id}: its lease was taken over by a peer; left to it")
+        return "lost"
+
+    def record_blocked(self, run_id: str, common: dict, error: ConfigError) -> str:
+        """Back to pending, the attempt not counted: the run cannot start until its input or config is fixed."""
+        text = str(error)
+        self.store.write_status(run_id, "pending", **common, blocked=text)
+        self.store.event(run_id, "blocked", worker=self.owner, error=text)
+        self.log(f"run {run_id}: cannot start: {text}; left pending (no attempt spent): fix it and rerun the sweep")
+        self._blocked[run_id] = text
+        return "blocked"
+
     def record(self, run_id: str, lease: Lease, common: dict, summary: dict) -> str:
         """The outcome of an attempt that returned: done | diverged | preempted (back to pending) | lost."""
         store = self.store
-        if lease.lost:  # a peer took the run over while this worker was stalled: leave it to the peer
-            store.event(run_id, "lost", worker=self.owner, steps=summary.get("steps"))
-            return "lost"
+        if not lease.holds():  # a peer took the run over while this worker was stalled: leave it to the peer
+            return self.record_lost(run_id, steps=summary.get("steps"))
         state = summary["status"]
         if state == "preempted":
             store.write_status(run_id, "pending", **common, preempted_at=summary["steps"])
@@ -263,6 +405,40 @@ class Worker:
         store.event(run_id, "finish", worker=self.owner, state=state, steps=summary.get("steps"))
         self._final.add(run_id)
         return state
+
+
+def sweep_outcome(store: Store, run_ids: list[str], max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> tuple[int, str]:
+    """(exit status, a line saying why) of a sweep from the store's state once its workers have exited:
+    EXIT_REQUEUE while some run is left to do (or held by another sweep's live workers), else EXIT_FAILED
+    when some run failed for good or cannot start (blocked), else EXIT_DONE. Executors return this rather
+    than their workers' exit codes: a worker may have crashed after its runs were all done."""
+    tally: dict[str, list[str]] = {k: [] for k in ("finished", "failed", "blocked", "left", "held")}
+    blocked_why = ""
+    for run_id in run_ids:
+        if not store.run_dir(run_id).is_dir() and store.superseded_by(run_id):
+            continue  # a copy set aside; the kept run is counted under its own id
+        if store.leased(run_id):
+            tally["held"].append(run_id)
+            continue
+        health, status = store.inspect(run_id), store.status(run_id)
+        if health.finished():
+            tally["finished"].append(run_id)
+        elif health.state == "failed" and health.attempts >= max_attempts:
+            tally["failed"].append(run_id)
+        elif status.get("blocked"):
+            tally["blocked"].append(run_id)
+            blocked_why = blocked_why or f" (first: {run_id}: {status['blocked']})"
+        else:
+            tally["left"].append(run_id)
+    n = {k: len(v) for k, v in tally.items()}
+    line = (f"{sum(n.values())} runs: {n['finished']} done or diverged, {n['failed']} failed after {max_attempts} "
+            f"attempts, {n['blocked']} cannot start{blocked_why}, {n['left']} left to do, {n['held']} held by other "
+            "live workers")
+    if n["left"] or n["held"]:
+        return EXIT_REQUEUE, line + " -> exit 75: rerun the same command to resume"
+    if n["failed"] or n["blocked"]:
+        return EXIT_FAILED, line + " -> exit 1"
+    return EXIT_DONE, line + " -> exit 0"
 
 
 # ---------------------------------------------------------------- process entry point
@@ -280,15 +456,6 @@ def configure_process(cpus: list[int] | None, jax_cache: str | None) -> None:
         Path(jax_cache).mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(jax_cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-def install_stop_signals(stop: threading.Event) -> None:
-    def handler(signum, frame):  # noqa: ARG001
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR2", None)):
-        if sig is not None:
-            signal.signal(sig, handler)
 
 
 def jax_cache_dir(store: Store, option: str | None) -> str | None:
@@ -329,11 +496,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--jax-cache", default="store", help="'store' (<store>/_cache/jax), a directory, or 'none'")
     args = p.parse_args(argv)
-    stop = threading.Event()
+    stop = STARTUP_STOP if __name__ == "__main__" else threading.Event()
     install_stop_signals(stop)
     options = WorkerOptions(max_attempts=args.max_attempts, lease_ttl=args.lease_ttl, poll_s=args.poll,
                             batch=args.batch, max_batch=args.max_batch, jax_cache=args.jax_cache)
-    return run_worker(args.store, args.experiment, options, cpus=parse_cpus(args.cpus), stop=stop)
+    try:
+        return run_worker(args.store, args.experiment, options, cpus=parse_cpus(args.cpus), stop=stop)
+    except ConfigError as e:  # the store or the experiment's manifest: a restart would not help
+        print(f"worker: {e}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    except Exception:  # noqa: BLE001 - a crash, not a failed run: executors restart the worker
+        traceback.print_exc()
+        return EXIT_CRASHED
 
 
 if __name__ == "__main__":

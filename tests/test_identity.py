@@ -32,7 +32,7 @@ def test_identity_holds_only_the_fields_that_differ_from_their_defaults():
 
 
 def test_a_non_finite_value_is_named():
-    with pytest.raises(ConfigError, match=r"model\.rope_theta=nan is not a finite number"):
+    with pytest.raises(ConfigError, match=r"model\.rope_theta=nan must be a finite number"):
         digest(Config(model=ModelConfig(rope_theta=float("nan"))))
 
 

@@ -311,11 +311,11 @@ def test_missing_data_file_leaves_finished_runs_untouched_and_is_reported(tmp_pa
     code = main(["sweep", "run", str(path), "--store", root, "--workers", "1", "--no-progress", "--max-attempts", "1",
                  "--jax-cache", cache])
     out = capsys.readouterr().out
-    assert code == 1  # one run failed after all its attempts
+    assert code == 1  # one run cannot start: left pending, no attempt spent
     new = [r for r in store.manifest("exp")["runs"] if r not in ids]
-    assert len(new) == 1 and store.status(new[0])["state"] == "failed"
+    assert len(new) == 1 and store.status(new[0])["state"] == "pending" and store.status(new[0])["blocked"]
     out = " ".join(out.split())  # the status table may wrap long lines
-    assert f"failed {new[0]}" in out and f"data.path={str(data)!r}: no such file" in out, out
+    assert f"cannot start {new[0]}" in out and f"data.path={str(data)!r}: no such file" in out, out
     assert main(["analyze", str(path), "--store", root, "--out", str(tmp_path / "results")]) == 0
     capsys.readouterr()
     for run_id in ids:

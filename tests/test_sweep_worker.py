@@ -57,22 +57,26 @@ def test_diverged_run_in_the_middle_does_not_stop_the_sweep(tmp_path):
     assert all(len(_starts(store, i)) == 1 for i in ids)
 
 
-def test_exceptions_are_recorded_and_retried_up_to_max_attempts(tmp_path):
-    data = tmp_path / "tokens.txt"
-    data.write_text("to be or not to be, that is the question " * 200)
-    store, ids = _register(tmp_path, [1e-3, 3e-3],
-                           base={"data.source": "file", "data.path": str(data)})
-    data.unlink()  # every attempt now raises
+def test_exceptions_are_recorded_and_retried_up_to_max_attempts(tmp_path, monkeypatch):
+    import scaling.train
+
+    store, ids = _register(tmp_path, [1e-3, 3e-3])
+    train_runs = scaling.train.train_runs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the device fell over")
+
+    monkeypatch.setattr(scaling.train, "train_runs", broken)  # every attempt now raises
     log: list[str] = []
     options = WorkerOptions(jax_cache=None, poll_s=0.1, max_attempts=2)
     assert Worker(store, ids, options, log=log.append).run() == EXIT_FAILED
     for run_id in ids:
         status = store.status(run_id)
         assert status["state"] == "failed" and status["attempts"] == 2
-        assert "data.path" in status["error"] and "Traceback" in status["traceback"]
+        assert "device fell over" in status["error"] and "Traceback" in status["traceback"]
         assert len(_starts(store, run_id)) == 2
     assert any("failed (attempt 2/2)" in m for m in log)
-    data.write_text("to be or not to be, that is the question " * 200)  # fixed: a later sweep finishes them
+    monkeypatch.setattr(scaling.train, "train_runs", train_runs)  # fixed: a later sweep finishes them
     assert Worker(store, ids, WorkerOptions(jax_cache=None, max_attempts=3)).run() == EXIT_DONE
     assert [store.status(i)["state"] for i in ids] == ["done", "done"]
 

@@ -9,8 +9,9 @@
   "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" is accepted by jax 0.10.2 but
   does not reduce the threads doing work; see the benchmark.)
 Workers log to <store>/_logs/. SIGINT/SIGTERM to this process is forwarded as SIGTERM to the workers,
-which checkpoint and exit with EXIT_REQUEUE; a worker that crashes is restarted (its run is taken over
-at once, since its process is gone).
+which checkpoint and exit with EXIT_REQUEUE; a worker that crashes (any exit status but 0, 1 and 75) is
+restarted (its run is taken over at once, since its process is gone). The exit status is the store's
+final state (sweeps.worker.sweep_outcome), printed with its counts, not the workers' exit codes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from sweeps.progress import Display, snapshot
 from sweeps.store import Store
-from sweeps.worker import EXIT_DONE, EXIT_FAILED, EXIT_REQUEUE, WorkerOptions
+from sweeps.worker import EXIT_DONE, EXIT_FAILED, EXIT_REQUEUE, WorkerOptions, sweep_outcome
 
 MAX_RESTARTS = 3
 
@@ -126,6 +127,10 @@ def run_local(store: str | Path, experiment: str, workers: int | None = None,
         for s, handler in old.items():
             signal.signal(s, handler)
         display.close(snapshot(store, run_ids))
-    if EXIT_REQUEUE in codes:  # some run was left unfinished: rerun the same command to resume
-        return EXIT_REQUEUE
-    return EXIT_DONE if all(c == EXIT_DONE for c in codes) else EXIT_FAILED
+    for i, rc in enumerate(codes):
+        if rc != EXIT_DONE:
+            print(f"worker {i} exited with {rc} (log: {logs / f'{experiment}-worker{i}.log'})", file=sys.stderr,
+                  flush=True)
+    code, line = sweep_outcome(store, run_ids, options.max_attempts)
+    print(f"sweep {experiment}: {line}", flush=True)
+    return code

@@ -15,7 +15,7 @@ from typing import Any
 
 from sweeps.progress import Display, snapshot
 from sweeps.store import Store
-from sweeps.worker import EXIT_DONE, EXIT_FAILED, EXIT_REQUEUE, WorkerOptions
+from sweeps.worker import EXIT_DONE, WorkerOptions, sweep_outcome
 
 MISSING = "the ray executor needs Ray: pip install 'scaling[ray]' (or pip install 'ray[default]')"
 
@@ -45,7 +45,6 @@ def run_ray(store: str | Path, experiment: str, workers: int, options: WorkerOpt
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)(_remote_worker)
     refs = [remote.remote(str(store.root.resolve()), experiment, options, i) for i in range(workers)]
     display = Display(f"sweep {experiment} (ray, {workers} workers)", enabled=progress)
-    codes: list[int] = []
     try:
         pending = list(refs)
         while pending:
@@ -53,13 +52,14 @@ def run_ray(store: str | Path, experiment: str, workers: int, options: WorkerOpt
             display.update(snapshot(store, run_ids))
         for ref in refs:
             try:
-                codes.append(ray.get(ref))
+                rc = ray.get(ref)
+                if rc != EXIT_DONE:
+                    print(f"ray worker exited with {rc}", flush=True)
             except Exception as e:  # noqa: BLE001 - report every task's failure
                 print(f"ray worker failed: {type(e).__name__}: {e}", flush=True)
-                codes.append(EXIT_FAILED)
     finally:
         display.close(snapshot(store, run_ids))
-    if EXIT_REQUEUE in codes:
-        return EXIT_REQUEUE
-    return EXIT_DONE if all(c == EXIT_DONE for c in codes) else EXIT_FAILED
+    code, line = sweep_outcome(store, run_ids, options.max_attempts)  # the store's state, not the workers' codes
+    print(f"sweep {experiment}: {line}", flush=True)
+    return code
 

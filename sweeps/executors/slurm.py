@@ -24,7 +24,7 @@ from typing import Any
 
 from sweeps.progress import Display, snapshot
 from sweeps.store import Store
-from sweeps.worker import EXIT_DONE, EXIT_FAILED, EXIT_REQUEUE, WorkerOptions, run_worker
+from sweeps.worker import EXIT_DONE, WorkerOptions, run_worker, sweep_outcome
 
 MAX_REQUEUES = 20
 MISSING = "the slurm executor needs submitit: pip install 'scaling[slurm]' (or pip install submitit)"
@@ -133,13 +133,13 @@ def run_slurm(store: str | Path, experiment: str, workers: int, options: WorkerO
             time.sleep(2.0)
     finally:
         display.close(snapshot(st, run_ids))
-    codes = []
     for j in jobs:
         try:
-            codes.append(j.result())
+            rc = j.result()
+            if rc != EXIT_DONE:
+                print(f"task {j.job_id} exited with {rc}")
         except Exception as e:  # noqa: BLE001 - report every task's failure
             print(f"task {j.job_id} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            codes.append(EXIT_FAILED)
-    if EXIT_REQUEUE in codes:
-        return EXIT_REQUEUE
-    return EXIT_DONE if all(c == EXIT_DONE for c in codes) else EXIT_FAILED
+    code, line = sweep_outcome(st, run_ids, options.max_attempts)  # the store's state, not the tasks' codes
+    print(f"sweep {experiment}: {line}", flush=True)
+    return code
