@@ -108,12 +108,13 @@ def test_three_concurrent_workers_never_train_a_run_twice(uninterrupted):
     assert list(runs["run_id"]) == sorted(ids) and set(runs["state"]) == {"done"}
 
 
-def test_kill_9_at_random_moments_gives_the_uninterrupted_results(tmp_path, cache, uninterrupted):
-    store, ids = _store(tmp_path)
-    rng = random.Random(1234)
-    workers = [_start_worker(store, cache, i, log=tmp_path / f"w{i}.log") for i in range(2)]
+def _kill_at_random_moments(root, cache, rng: random.Random) -> tuple[Store, list[str], int, int]:
+    """Two workers on a fresh store, killed with SIGKILL at random moments mid-training and restarted:
+    at least 5 rounds, and on until 3 kills have landed (at most 12 rounds). Returns (store, ids, kills,
+    rounds) once both workers finished."""
+    store, ids = _store(root)
+    workers = [_start_worker(store, cache, i, log=root / f"w{i}.log") for i in range(2)]
     kills, rounds = 0, 0
-    # at least 5 rounds, and on until 3 kills have landed (a fast sweep can finish between rounds)
     while (rounds < 5 or kills < 3) and rounds < 12:
         rounds += 1
         if not _wait_until_training_past_a_checkpoint(store, ids, timeout=30 if kills >= 3 else 120):
@@ -126,10 +127,24 @@ def test_kill_9_at_random_moments_gives_the_uninterrupted_results(tmp_path, cach
                 workers[i].send_signal(signal.SIGKILL)
                 workers[i].wait()
                 kills += 1
-            workers[i] = _start_worker(store, cache, i, log=tmp_path / f"w{i}.log")
+            workers[i] = _start_worker(store, cache, i, log=root / f"w{i}.log")
     codes = [w.wait(timeout=600) for w in workers]
-    assert codes == [EXIT_DONE, EXIT_DONE], [(tmp_path / f"w{i}.log").read_text()[-2000:] for i in range(2)]
-    assert kills >= 3
+    assert codes == [EXIT_DONE, EXIT_DONE], [(root / f"w{i}.log").read_text()[-2000:] for i in range(2)]
+    return store, ids, kills, rounds
+
+
+def test_kill_9_at_random_moments_gives_the_uninterrupted_results(tmp_path, cache, uninterrupted):
+    rng = random.Random(1234)
+    # A fast sweep can finish before three kills land; then the scenario is replayed on a fresh store
+    # (every attempt must still end complete and exact, checked below for the one that counted).
+    for attempt in range(3):
+        root = tmp_path / f"attempt{attempt}"
+        root.mkdir()
+        store, ids, kills, rounds = _kill_at_random_moments(root, cache, rng)
+        if kills >= 3:
+            break
+    assert kills >= 3, f"three attempts ended with fewer than 3 kills landed ({kills} in the last)"
+    print(f"chaos: {len(ids)} runs, {kills} kill -9 in {rounds} rounds (attempt {attempt + 1})")
     runs, curves = _tables(store)
     assert list(runs["run_id"]) == sorted(ids) and runs["run_id"].is_unique  # every run exactly once
     assert set(runs["state"]) == {"done"}
