@@ -26,6 +26,7 @@ hashed the full resolved config (every default filled in), so adding any field c
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -52,8 +53,9 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+@functools.cache
 def _optim_defaults(klass: type) -> dict[str, Any]:
-    """The optim.* defaults of one optimizer's config class, optim.name aside."""
+    """The optim.* defaults of one optimizer's config class, optim.name aside (read only: callers copy)."""
     return {k: v for k, v in flatten(to_dict(klass()), "optim.").items() if k != "optim.name"}
 
 

@@ -15,6 +15,7 @@ value of it is refused by name, with the fields this optimizer has.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any
 
@@ -78,24 +79,36 @@ class OptimConfig:
             if key in own:
                 kept[key] = value
                 continue
-            owners = [row.config for row in REGISTRY.values() if key in row.config.fields()]
-            if not owners:
+            owned = _field_defaults().get(key)
+            if owned is None:
                 kept[key] = value  # an unknown key: from_dict names it
                 continue
-            if any(_is_default(owner, key, value, prefix) for owner in owners):
+            if any(_is_default(value, hint, default, prefix + key) for hint, default in owned):
                 continue  # another optimizer's field left at its default: it never had an effect
             raise ConfigError(f"{prefix}{key}={value!r} has no effect with {prefix}name={name!r} (its fields: "
                               f"{', '.join(sorted(own - {'name'}))}); leave it at its default")
         return chosen, kept
 
 
-def _is_default(owner: type, key: str, value: Any, prefix: str) -> bool:
+@functools.cache
+def _field_defaults() -> dict[str, list[tuple[Any, Any]]]:
+    """{field: [(type hint, default) of each optimizer class that has it]}, read once from the registry
+    (every config parse consults it, and type hints are slow to resolve)."""
+    from scaling.optim import REGISTRY
+
+    table: dict[str, list[tuple[Any, Any]]] = {}
+    for row in REGISTRY.values():
+        hints = typing.get_type_hints(row.config)
+        for f in dataclasses.fields(row.config):
+            table.setdefault(f.name, []).append((hints[f.name], f.default))
+    return table
+
+
+def _is_default(value: Any, hint: Any, default: Any, key: str) -> bool:
     try:
-        coerced = coerce(value, typing.get_type_hints(owner)[key], prefix + key)
+        return coerce(value, hint, key) == default
     except ConfigError:
         return False
-    default = next(f for f in dataclasses.fields(owner) if f.name == key).default
-    return coerced == default
 
 
 __all__ = ["OptimConfig", "WD_COUPLINGS"]
