@@ -100,13 +100,16 @@ def check_options(window, min_batches) -> None:
                             "(every batch size)")
 
 
-def horizon_table(curves, runs, loss, norm, horizon, lr, batch, schedule, seeds, smooth, warnings) -> pd.DataFrame:
+def horizon_table(curves, runs, loss, norm, horizon, lr, batch, schedule, seeds, smooth, warnings,
+                  extra: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per (run, horizon D > 0) with columns run_id, D, loss, output_norm, lr, B, seed (the seed
-    columns joined; one value with one seed) and decays; decaying runs keep their final evaluation."""
-    config = [lr, batch, *seeds, *[c for c in (schedule, "state") if c in runs.columns]]
+    columns joined; one value with one seed), decays and the `extra` run columns ({column: new name});
+    decaying runs keep their final evaluation."""
+    extra = extra or {}
+    config = [lr, batch, *extra, *seeds, *[c for c in (schedule, "state") if c in runs.columns]]
     table = at_horizons(curves[curves["run_id"].astype(str).isin(runs["run_id"].astype(str))], runs,
                         [loss, norm], config, horizon=horizon, smooth=smooth)
-    table = table.rename(columns={loss: "loss", norm: "output_norm", lr: "lr", batch: "B", horizon: "D"})
+    table = table.rename(columns={loss: "loss", norm: "output_norm", lr: "lr", batch: "B", horizon: "D", **extra})
     table = table[np.isfinite(table["output_norm"]) & (table["output_norm"] > 0)]
     if table.empty:
         raise AnalysisError(f"norm_transfer: no curve rows with both {loss!r} and a positive {norm!r}")

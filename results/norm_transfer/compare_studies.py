@@ -25,28 +25,21 @@ import pandas as pd  # noqa: E402
 
 from analysis.fit import jsonable  # noqa: E402
 from analysis.load import load_store  # noqa: E402
-from analysis.norm_transfer import (at_horizons, final_evaluations, fit_lr_joint, optimal_norms,  # noqa: E402
-                                    positive_horizons)
+from analysis import recipes_norm  # noqa: E402
+from analysis.norm_transfer import fit_lr_joint, optimal_norms  # noqa: E402
 
 SEEDS = ("run.seed", "run.data_seed")
 HORIZONS = (2 ** 17, 2 ** 20)  # the horizons every study was designed to share
 
 
-def horizon_table(store: Path, config: dict[str, str]) -> pd.DataFrame:
-    """(run, horizon) rows of a store's finished runs: loss, output_norm, lr, D, seed and config columns
-    renamed by `config` ({run column: short name}); a decaying run keeps only its final evaluation."""
+def horizon_table(store: Path, extra: dict[str, str] | None = None) -> pd.DataFrame:
+    """The norm_transfer recipe's (run, horizon) table of a store's finished runs, with the `extra` run
+    columns ({column: short name}), restricted to HORIZONS."""
     runs, curves = load_store(store, write=False)
     runs = runs[runs["state"] == "done"]
-    cols = [c for c in (*config, *SEEDS, "run.schedule") if c in runs.columns]
-    table = at_horizons(curves, runs, ["val_loss", "norm/param/output"], ["optim.lr", *cols], horizon="tokens")
-    table = table.rename(columns={"val_loss": "loss", "norm/param/output": "output_norm", "optim.lr": "lr",
-                                  "tokens": "D", **config})
-    table = table[np.isfinite(table["output_norm"]) & (table["output_norm"] > 0)]
-    table, _ = positive_horizons(table)
-    if "run.schedule" in table:
-        table, _ = final_evaluations(table, "run.schedule")
-    seeds = [c for c in SEEDS if c in table]
-    table = table.assign(seed=table[seeds].astype(str).agg("/".join, axis=1) if seeds else "0")
+    seeds = [c for c in SEEDS if c in runs.columns]
+    table = recipes_norm.horizon_table(curves, runs, "val_loss", "norm/param/output", "tokens", "optim.lr",
+                                       "run.batch_size", "run.schedule", seeds, 0.0, [], extra)
     return table[(table["D"] >= HORIZONS[0]) & (table["D"] <= HORIZONS[1])].reset_index(drop=True)
 
 
@@ -61,7 +54,7 @@ def spread(values: pd.Series) -> dict:
 
 
 def size_study(store: Path, out: Path) -> dict:
-    table = horizon_table(store, {"model.width": "width", "model.depth": "depth", "run.batch_size": "B"})
+    table = horizon_table(store, {"model.width": "width", "model.depth": "depth"})
     opt = optima(table, ["width", "depth", "D"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, depth in zip(axes, sorted(opt["depth"].unique())):
@@ -97,7 +90,7 @@ def variants_study(root: Path, out: Path) -> dict:
     fig, axes = plt.subplots(1, len(VARIANTS), figsize=(15, 4.2), sharey=True)
     result = {}
     for ax, (title, name) in zip(axes, VARIANTS.items()):
-        table = horizon_table(root / name, {"run.batch_size": "B"})
+        table = horizon_table(root / name)
         opt = optima(table, ["B", "D"])
         ok = opt[opt["ok"]]
         law = fit_lr_joint(opt, n_boot=500, seed=0)
