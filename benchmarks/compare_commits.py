@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/compare_commits.py BASE_COMMIT [--rounds 5] [--steps 60] [--k 4] [--reference]
 
+    .venv/bin/python benchmarks/compare_commits.py BASE_COMMIT --same-core [--rounds 8] [--seconds 45] [--reference]
+
 BASE_COMMIT is checked out into a temporary `git worktree`; the working tree is the other side. Each round
 runs, for both sides in alternating order, one fresh process per measurement: `train` of one run (the
 single-run path; today the K = 1 case of the one loop) and, with --k > 1, `train_runs` (or the base's
@@ -10,6 +12,11 @@ program), then times whole runs (evaluations and checkpoints included) and print
 the median over rounds of the per-round ratio new / base (load from other processes hits both sides of a
 round alike), as JSON lines. Each measurement is pinned to one core, as sweep workers are: unpinned
 processes on this loaded 2-core VM sometimes stalled for good inside XLA:CPU (with either commit's code).
+
+--same-core: per round, both sides run AT ONCE, pinned to the same core, each training one run after
+another for --seconds after its compile; the ratio is of tokens per CPU second of each process (user +
+system time of all its threads). Whatever else loads the machine loads both sides alike and within the
+same seconds, so rounds agree to ~1-2 % on a busy VM where sequential rounds spread 0.45-1.35.
 """
 
 from __future__ import annotations
@@ -61,6 +68,58 @@ print(json.dumps({"file": scaling.__file__, "tok_s": n * steps * c.run.batch_siz
 """
 
 
+PAIR_SNIPPET = r"""
+import json, os, sys, tempfile, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+import scaling
+from scaling.config import load_config
+from scaling.train import train
+base, steps, seconds = json.loads(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+cfg = lambda s, lr: load_config(overrides=base + [f"run.steps={s}", f"optim.lr={lr}"])
+with tempfile.TemporaryDirectory() as tmp:
+    train(cfg(2, 2e-3), f"{tmp}/warm")  # compiles
+    print("ready", flush=True)
+    sys.stdin.readline()  # both sides start together
+    t, c = time.perf_counter(), os.times()
+    runs = 0
+    while time.perf_counter() - t < seconds:
+        train(cfg(steps, 1e-3), f"{tmp}/r{runs}")
+        runs += 1
+    wall, c1 = time.perf_counter() - t, os.times()
+tokens = runs * steps * cfg(steps, 1e-3).run.batch_size * cfg(steps, 1e-3).model.context
+cpu = (c1.user - c.user) + (c1.system - c.system)
+print(json.dumps({"file": scaling.__file__, "runs": runs, "tok_s": tokens / wall, "tok_cpu_s": tokens / cpu}))
+"""
+
+
+def measure_pair(trees: list[Path], steps: int, seconds: float, config: list[str]) -> list[dict]:
+    """Both trees' train() at once on one core (--same-core): [{runs, tok_s, tok_cpu_s}] per tree."""
+    core = str(min(os.sched_getaffinity(0)))
+    procs = [subprocess.Popen([sys.executable, "-c", PAIR_SNIPPET, core, json.dumps(config), str(steps), str(seconds)],
+                              cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for tree in trees]
+    try:
+        for proc in procs:
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError(proc.stderr.read()[-3000:])
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        rows = []
+        for tree, proc in zip(trees, procs):
+            out, err = proc.communicate(timeout=4 * seconds + 600)
+            if proc.returncode:
+                raise RuntimeError(err[-3000:])
+            row = json.loads(out.splitlines()[-1])
+            assert Path(row["file"]).resolve().is_relative_to(tree.resolve()), (row["file"], tree)
+            rows.append(row)
+        return rows
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+
+
 def measure(tree: Path, mode: str, k: int, steps: int, config: list[str], tries: int = 3) -> float:
     """tok/s of one fresh process; a process that makes no progress for `timeout` s (seen on this loaded
     VM with both commits' code, blocked inside XLA:CPU) is killed and the measurement retried."""
@@ -89,6 +148,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--reference", action="store_true", help="the throughput benchmark's reference transformer")
+    p.add_argument("--same-core", action="store_true", help="both sides at once on one core; CPU-time ratio")
+    p.add_argument("--seconds", type=float, default=45.0, help="--same-core: training time per side and round")
     args = p.parse_args()
     config = REFERENCE if args.reference else CONFIG
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,6 +157,24 @@ def main() -> None:
         subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base], cwd=ROOT, check=True,
                        capture_output=True)
         try:
+            if args.same_core:
+                steps = args.steps if args.steps != 60 else 30  # whole runs: several per window
+                rows = []
+                for r in range(args.rounds):
+                    order = [ROOT, base] if r % 2 == 0 else [base, ROOT]
+                    got = dict(zip(order, measure_pair(order, steps, args.seconds, config)))
+                    rows.append((got[ROOT], got[base]))
+                    print(json.dumps({"round": r, "new": got[ROOT], "base": got[base],
+                                      "ratio_cpu": round(got[ROOT]["tok_cpu_s"] / got[base]["tok_cpu_s"], 4)}),
+                          file=sys.stderr, flush=True)
+                ratios = [n["tok_cpu_s"] / b["tok_cpu_s"] for n, b in rows]
+                print(json.dumps({"config": "reference" if args.reference else "small", "mode": "same-core",
+                                  "steps": steps, "seconds": args.seconds, "rounds": args.rounds,
+                                  "new_tok_cpu_s": round(statistics.median(n["tok_cpu_s"] for n, _ in rows)),
+                                  "base_tok_cpu_s": round(statistics.median(b["tok_cpu_s"] for _, b in rows)),
+                                  "ratio_median": round(statistics.median(ratios), 4),
+                                  "ratios": [round(x, 4) for x in ratios]}), flush=True)
+                return
             modes = ["single"] + (["batched"] if args.k > 1 else [])
             for mode in modes:
                 ratios, new_tok, base_tok = [], [], []

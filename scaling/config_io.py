@@ -14,6 +14,7 @@ It knows nothing of the run config's sections (scaling.config builds on it).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -99,14 +100,19 @@ def _finite_float(value: Any, field: str) -> float:
     return number
 
 
+@functools.cache
+def _fields_of(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    """A config class's resolved field types and names (resolving the hints is most of a parse's time)."""
+    return typing.get_type_hints(cls), frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build a (nested) config dataclass from a dict, rejecting unknown keys by dotted name."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping")
     if hasattr(cls, "variant"):  # a tagged union: the tag picks the class, which may drop keys it tolerates
         cls, data = cls.variant(data, prefix)
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    hints, names = _fields_of(cls)
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown config field {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")

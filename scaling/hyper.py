@@ -9,9 +9,10 @@ Which scalars are inputs is declared next to each implementation, never discover
   optimizer         its registry row (scaling.optim.REGISTRY; HYPERPARAMETERS in its module)
   parametrization   scaling.parametrization.HYPERPARAMETERS (the free per-role lr multipliers)
   schedule          none (warmup length and decay fraction shape the program)
-Every declared scalar is an input whatever its value (a zero weight decay included): builders compute with
-them arithmetically and never branch on one, so zero/nonzero is not part of a program's identity. In the
-program config they read as their defaults. Fields only the host or the initialisation read (seeds,
+Every declared scalar is an input whatever its value: builders compute with them arithmetically and never
+branch on one. In the program config they read as their defaults, except the inputs whose zero is static
+(scaling.optim.common.ZERO_IS_STATIC, the weight decay): they read 0 or 1, so a run without decay skips
+the decay link's pass over the parameters and an lr x decay sweep compiles once per side of zero. Fields only the host or the initialisation read (seeds,
 logging cadence, init scales, data source) are normalised away from it: they never reach the step.
 """
 
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 
 from scaling import optim, parametrization
 from scaling.config import Config, DataConfig
-from scaling.optim.common import get_field
+from scaling.optim.common import ZERO_IS_STATIC, get_field
 from scaling.schedules import SCHEDULES
 
 # Read only on the host or at initialisation (the step never sees them).
@@ -69,7 +70,8 @@ def program_config(cfg: Config) -> Config:
     """cfg with its hyperparameter inputs at their defaults and host/init-only fields reset: equal program
     configs compile to the same step."""
     for f in fields(cfg):
-        cfg = replace_field(cfg, f, _default(cfg, f))
+        static_zero = f.startswith("optim.") and f.split(".", 1)[1] in ZERO_IS_STATIC
+        cfg = replace_field(cfg, f, float(get_field(cfg, f) != 0) if static_zero else _default(cfg, f))
     run = dataclasses.replace(cfg.run, **_HOST_ONLY_RUN)
     if not SCHEDULES[cfg.run.schedule]:  # only decaying schedules read the length
         run = dataclasses.replace(run, steps=1)

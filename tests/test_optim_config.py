@@ -166,3 +166,35 @@ def test_a_config_spelling_out_every_field_still_loads():
 def test_unknown_optimizer_field_lists_the_known_ones():
     with pytest.raises(ConfigError, match=r"unknown config field optim.momentun \(known: .*momentum"):
         load_config(overrides=["optim.name=muon", "optim.momentun=0.9"])
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd", "lion", "tiger", "muon", "scion"])
+def test_a_zero_weight_decay_is_static_and_skips_the_decay_link(name):
+    """A run without weight decay compiles a program whose update never reads the parameters' values
+    (the old traced zero computed updates + 0 * params: a pass over every parameter, and NaN for an
+    infinite one); the optimizer state keeps one layout for every decay, so checkpoints stay compatible."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from scaling import hyper
+    from scaling.optim import hyperparameters
+    from scaling.optim.common import get_field
+    from scaling.testing import toy_grads, toy_params
+
+    specs = toy_specs(d=4, layers=1, vocab=8, d_ff=8)
+    params, grads = toy_params(specs, seed=0), toy_grads(toy_params(specs, seed=0), seed=1)
+    inf_params = jax.tree_util.tree_map(lambda p: jnp.full_like(p, jnp.inf), params)
+    mults = tree_map_specs(lambda s: 1.0, specs)
+    layouts = []
+    for wd in (0.0, 0.1):
+        cfg = load_config(overrides=[f"optim.name={name}", f"optim.weight_decay={wd}"])
+        program_optim = hyper.program_config(cfg).optim
+        hp = {n: jnp.float32(get_field(cfg.optim, n)) for n in hyperparameters(cfg.optim)}
+        tx = build_optimizer(program_optim, specs, mults, lambda t: 1.0, hp)
+        state = tx.init(params)
+        layouts.append(jax.tree_util.tree_structure(state))
+        updates = jax.jit(lambda s, p: tx.update(grads, s, p)[0])(state, inf_params)
+        finite = all(bool(np.isfinite(u).all()) for u in jax.tree_util.tree_leaves(updates))
+        assert finite == (wd == 0), (name, wd)  # decayed: inf params give inf/nan updates
+    assert layouts[0] == layouts[1]

@@ -49,9 +49,11 @@ def test_hyperparameter_sweeps_share_one_compiled_program():
     assert batch_key(a) == batch_key(b)
     assert batch_key(a) != batch_key(_cfg("1e-3", 0, 0, "model.width=64"))
     assert batch_key(a) != batch_key(_cfg("1e-3", 0, 0, "run.steps=30"))  # the loop differs
-    # every declared scalar is an input whatever its value: no builder branches on zero
+    # every declared scalar is an input whatever its value; only a zero weight decay is static (its link
+    # is skipped): decays 0.1 and 0.3 share a program, 0 has its own
     assert "optim.weight_decay" in get_program(a).fields
-    assert hyper.program_config(_cfg("1e-3", 0, 0, "optim.weight_decay=0.1")) == hyper.program_config(a)
+    decayed = [hyper.program_config(_cfg("1e-3", 0, 0, f"optim.weight_decay={wd}")) for wd in (0.1, 0.3)]
+    assert decayed[0] == decayed[1] != hyper.program_config(a)
     sgd = [_cfg("1e-3", 0, 0, "optim.name=sgd", f"optim.b1={b1}") for b1 in (0, 0.9)]
     assert batch_key(sgd[0]) == batch_key(sgd[1])  # plain SGD and heavy ball: one program
 

@@ -18,9 +18,11 @@ Conventions (stated once, used everywhere):
 - Scalar hyperparameters are runtime inputs: each optimizer module lists the ones it reads in
   HYPERPARAMETERS (dotted names relative to the optim section), and its builder reads them from `hp`, a
   mapping of those names to Python floats or traced float32 scalars (scaling.hyper feeds them as inputs of
-  the compiled step, so a sweep over them compiles once). Nothing branches on their values: a zero
-  weight decay adds 0 * params (x + 0 * p == x exactly in IEEE), a zero fallback lr selects lr with
-  jnp.where. Everything else in the config (names, norms, booleans, step counts) is static.
+  the compiled step, so a sweep over them compiles once). Nothing branches on their values (a zero
+  fallback lr selects lr with jnp.where) with one declared exception, ZERO_IS_STATIC: whether the weight
+  decay is zero is part of the program (scaling.hyper), since the decay link is a pass over every
+  parameter (~0.5% of the reference transformer's CPU step) that a zero decay would spend on adding
+  0 * params. Everything else in the config (names, norms, booleans, step counts) is static.
 - A chain is: direction (per role group, `route`) -> scale_and_decay (lr_mults and decay, in the order
   wd_coupling sets) -> apply_lr. Only manifold Muon appends one more link (a retraction, which needs the
   final step).
@@ -77,16 +79,27 @@ def scale_per_leaf(mults: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
+# Runtime inputs whose zero is static: the program config records zero / nonzero (scaling.hyper), so
+# the link they drive is skipped at zero and a sweep over nonzero values still compiles once.
+ZERO_IS_STATIC = ("weight_decay",)
+
+
 def decay_mask(specs: Any, roles: tuple[str, ...]) -> Any:
     return tree_map_specs(lambda s: s.role in roles, specs)
 
 
-def add_decay(weight_decay: Any, specs: Any, roles: tuple[str, ...]) -> optax.GradientTransformation:
-    """updates += weight_decay * params on the decayed roles (before the lr is applied). A zero decay
-    adds exact zeros; only an empty role list (static) drops the link."""
+def add_decay(weight_decay: Any, specs: Any, roles: tuple[str, ...], active: bool = True
+              ) -> optax.GradientTransformation:
+    """updates += weight_decay * params on the decayed roles (before the lr is applied). An empty role
+    list drops the link; active=False (a static zero decay, ZERO_IS_STATIC) passes updates through but
+    keeps the link's state, so the optimizer state has one layout whatever the decay (checkpoints of a
+    run restore under any value)."""
     if not roles:
         return optax.identity()
-    return optax.add_decayed_weights(weight_decay, mask=decay_mask(specs, roles))
+    link = optax.add_decayed_weights(weight_decay, mask=decay_mask(specs, roles))
+    if active:
+        return link
+    return optax.GradientTransformation(link.init, lambda updates, state, params=None: (updates, state))
 
 
 def scale_and_decay(cfg, hp: dict, specs: Any, lr_mults: Any, roles: tuple[str, ...] | None = None
@@ -95,7 +108,9 @@ def scale_and_decay(cfg, hp: dict, specs: Any, lr_mults: Any, roles: tuple[str, 
     `roles`, default optim.decay_roles). Decay after the multipliers couples it to the base lr, before
     them to the leaf's lr (optim.wd_coupling). Two links, not a nested chain, so the optimizer state
     keeps its layout."""
-    decay = add_decay(hp["weight_decay"], specs, cfg.decay_roles if roles is None else roles)
+    # cfg.weight_decay is static: the run's own value, or in a compiled program 0 / 1 for zero / nonzero
+    decay = add_decay(hp["weight_decay"], specs, cfg.decay_roles if roles is None else roles,
+                      active=cfg.weight_decay != 0)
     if cfg.wd_coupling == "leaf":
         return decay, scale_per_leaf(lr_mults)
     return scale_per_leaf(lr_mults), decay
