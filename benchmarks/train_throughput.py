@@ -131,9 +131,9 @@ def torch_runner(cfg, tokens):
 # ----------------------------------------------------------------------------- peak
 
 
-def matmul_peak_gflops(n: int = 1024, reps: int = 10) -> float:
-    """fp32 GFLOP/s of a jitted n x n matmul chain: the machine's practical XLA:CPU peak."""
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+def matmul_peak_gflops(n: int = 1024, reps: int = 10, dtype=jnp.float32) -> float:
+    """GFLOP/s of a jitted n x n matmul (fp32 by default): the machine's practical XLA peak."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
     f = jax.jit(lambda x: x @ a)
     jax.block_until_ready(f(a))
     best = math.inf
@@ -154,63 +154,84 @@ def _torch_child(conn, overrides: list[str]) -> None:
         conn.send(run(*msg))
 
 
+def torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def measure(overrides: list[str], steps: int = 30, rounds: int = 5, with_torch: bool = True,
+            peak_fn=matmul_peak_gflops) -> dict:
+    """Paired rounds of JAX and (if installed and asked) PyTorch: tokens/s, ratio and MFU against
+    `peak_fn()` GFLOP/s (taken before and after each round), medians over rounds."""
+    cfg = load_config(overrides=overrides)
+    tokens = load_dataset(cfg.data, cfg.model.vocab_size).train
+    specs = models.param_specs(cfg.model)
+    flops_per_token = models.flops_per_token(cfg.model, specs)
+    tokens_per_step = cfg.run.batch_size * cfg.model.context
+    with_torch = with_torch and torch_available()
+
+    run_jax = jax_runner(cfg, tokens)
+    runs = {"jax": run_jax}
+    threads = torch_version = None
+    if with_torch:
+        os.environ["SCALING_MALLOC_TUNING"] = "0"  # inherited by the spawned child before it imports scaling
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_torch_child, args=(child, overrides), daemon=True)
+        proc.start()
+        threads, torch_version = parent.recv()
+        os.environ.pop("SCALING_MALLOC_TUNING")
+
+        def run_torch(steps: int, offset: int) -> float:
+            parent.send((steps, offset))
+            return parent.recv()
+
+        runs["torch"] = run_torch
+
+    # This VM's speed drifts by 10-30 % over minutes, so every round is a paired measurement: the
+    # matmul peak just before and just after it (the larger is that round's reference), JAX, PyTorch.
+    for run in runs.values():  # an untimed warm-up round each: the first timed JAX round was 13-15 % slow
+        run(steps, 0)
+    result_rounds = []
+    for r in range(rounds):
+        peak_before = peak_fn()
+        seconds = {name: run(steps, 100 + r * steps) for name, run in runs.items()}
+        peak = max(peak_before, peak_fn())
+        tps = {k: steps * tokens_per_step / t for k, t in seconds.items()}
+        row = {"tokens_per_s": {k: round(v) for k, v in tps.items()}, "matmul_peak_gflops": round(peak, 1),
+               **{f"mfu_{k}": round(v * flops_per_token / 1e9 / peak, 3) for k, v in tps.items()}}
+        if with_torch:
+            row["ratio_jax_over_torch"] = round(tps["jax"] / tps["torch"], 3)
+        result_rounds.append(row)
+    if with_torch:
+        parent.send(None)
+        proc.join()
+
+    def median(key: str) -> float:
+        return round(statistics.median(r[key] for r in result_rounds), 3)
+
+    keys = ["mfu_jax", "matmul_peak_gflops"] + (["ratio_jax_over_torch", "mfu_torch"] if with_torch else [])
+    return {
+        "config": overrides,
+        "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} XLA device(s), "
+                   f"torch threads {threads}",
+        "jax": jax.__version__, "torch": torch_version if with_torch else "not installed (pip install .[bench])",
+        "flops_per_token": flops_per_token,
+        "rounds": result_rounds,
+        "median_over_rounds": {k: median(k) for k in keys},
+        "median_tokens_per_s": {k: round(statistics.median(r["tokens_per_s"][k] for r in result_rounds))
+                                for k in runs},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--set", action="append", default=[], help="override the reference config")
     args = ap.parse_args()
-    overrides = REFERENCE + args.set
-    cfg = load_config(overrides=overrides)
-    tokens = load_dataset(cfg.data, cfg.model.vocab_size).train
-    specs = models.param_specs(cfg.model)
-    flops_per_token = models.flops_per_token(cfg.model, specs)
-    tokens_per_step = cfg.run.batch_size * cfg.model.context
-
-    run_jax = jax_runner(cfg, tokens)
-    os.environ["SCALING_MALLOC_TUNING"] = "0"  # inherited by the spawned child before it imports scaling
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_torch_child, args=(child, overrides), daemon=True)
-    proc.start()
-    threads, torch_version = parent.recv()
-
-    def run_torch(steps: int, offset: int) -> float:
-        parent.send((steps, offset))
-        return parent.recv()
-
-    # This VM's speed drifts by 10-30 % over minutes, so every round is a paired measurement: the
-    # matmul peak just before and just after it (the larger is that round's reference), JAX, PyTorch.
-    run_jax(args.steps, 0)  # an untimed warm-up round each: the first timed JAX round was 13-15 % slow
-    run_torch(args.steps, 0)
-    rounds = []
-    for r in range(args.rounds):
-        peak_before = matmul_peak_gflops()
-        t_jax = run_jax(args.steps, 100 + r * args.steps)
-        t_torch = run_torch(args.steps, 100 + r * args.steps)
-        peak = max(peak_before, matmul_peak_gflops())
-        tps = {"jax": args.steps * tokens_per_step / t_jax, "torch": args.steps * tokens_per_step / t_torch}
-        rounds.append({"tokens_per_s": {k: round(v) for k, v in tps.items()},
-                       "ratio_jax_over_torch": round(tps["jax"] / tps["torch"], 3),
-                       "matmul_peak_gflops": round(peak, 1),
-                       **{f"mfu_{k}": round(v * flops_per_token / 1e9 / peak, 3) for k, v in tps.items()}})
-    parent.send(None)
-    proc.join()
-
-    def median(key: str) -> float:
-        return round(statistics.median(r[key] for r in rounds), 3)
-
-    result = {
-        "config": overrides,
-        "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} XLA device(s), "
-                   f"torch threads {threads}",
-        "jax": jax.__version__, "torch": torch_version,
-        "flops_per_token": flops_per_token,
-        "rounds": rounds,
-        "median_over_rounds": {k: median(k) for k in ("ratio_jax_over_torch", "mfu_jax", "mfu_torch",
-                                                       "matmul_peak_gflops")},
-    }
-    print(json.dumps(result, indent=1))
+    print(json.dumps(measure(REFERENCE + args.set, args.steps, args.rounds), indent=1))
 
 
 if __name__ == "__main__":

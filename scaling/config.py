@@ -19,6 +19,7 @@ from scaling.optim.adamw import AdamWConfig
 from scaling.optim.lmo import PerRoleNorm
 from scaling.parametrization import KINDS as PARAM_KINDS
 from scaling.schedules import SCHEDULES
+from scaling.sharding import MeshShape, ShardingRules
 from scaling.specs import ROLES, PerRole
 
 # Each list of names lives next to what it names and is validated here from there: model kinds
@@ -53,6 +54,7 @@ class ModelConfig:
     tie_embeddings: bool = False
     residual_out_init: bool = False  # scale residual-output projections' init by 1/sqrt(2L)
     scan_layers: bool = False  # lax.scan over blocks (fast compiles for deep models; slower on CPU)
+    remat: bool = False  # transformer: jax.checkpoint around each block (recompute activations in backward)
 
     def __post_init__(self):
         require(self.kind in MODELS, f"model.kind={self.kind!r} must be one of {', '.join(MODELS)}")
@@ -69,6 +71,8 @@ class ModelConfig:
                    f"model.n_heads={self.n_heads} must divide model.width={self.width} (or set model.head_dim)")
         if self.kind == "transformer":
             require(self.d_head % 2 == 0, f"model head dimension {self.d_head} must be even for RoPE")
+        require(not self.remat or self.kind == "transformer",
+                "model.remat applies to model.kind='transformer' (the MLP language model has no blocks to checkpoint)")
 
     @property
     def d_head(self) -> int:
@@ -107,7 +111,8 @@ class DataConfig:
 
     source: str = "shakespeare"  # shakespeare | file | synthetic
     # file source: a file or a glob of shards (concatenated in sorted order): .bin token files (llm.c
-    # header, or headerless data.dtype), any other file read as bytes
+    # header, or headerless data.dtype), any other file read as bytes; or a directory of
+    # `scaling data prepare` (its meta.json lists the train and val shards)
     path: str = ""
     dtype: str = "uint16"  # headerless .bin element type (a llm.c header names its own)
     val_fraction: float = 0.1  # file source without val_path: the last fraction of tokens is validation
@@ -146,6 +151,9 @@ class RunConfig:
     eval_batch_size: int = 0  # sequences per evaluation forward pass (0: as many as fit 16,384 tokens)
     checkpoint_every: int = 100  # steps (0 = only at the end)
     diverge_factor: float = 2.0  # loss > factor * initial loss -> diverged
+    # devices per mesh axis (scaling.sharding; default one device) and logical axis -> mesh axes rules
+    mesh: MeshShape = MeshShape()
+    sharding_rules: ShardingRules = ShardingRules()
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "eval_per_octave", "eval_tokens"):
@@ -159,6 +167,11 @@ class RunConfig:
         require(self.grad_clip >= 0, f"run.grad_clip={self.grad_clip} must be >= 0")
         require(self.compute_dtype in ("float32", "bfloat16"), f"run.compute_dtype={self.compute_dtype!r} must be float32 or bfloat16")
         require(self.diverge_factor > 1, f"run.diverge_factor={self.diverge_factor} must be > 1")
+        self.mesh.check()
+        self.sharding_rules.check()
+        shards = self.mesh.axis_size(self.sharding_rules.batch)
+        require(self.batch_size % shards == 0, f"run.batch_size={self.batch_size} must be divisible by the "
+                f"{shards} batch shards of run.mesh (axes {', '.join(self.sharding_rules.batch)})")
 
 
 @dataclasses.dataclass(frozen=True)

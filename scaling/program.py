@@ -5,6 +5,12 @@ hyperparameter values and seeds share one Program and its compilations. `compile
 gives the functions for K runs trained together: plain `jit` at K = 1, `jit(vmap)` over a leading run
 axis at K > 1 (members share the validation set, so evaluation broadcasts it; the batch is shared unless
 the members' data seeds differ).
+
+With a mesh (run.mesh, scaling.sharding) the K = 1 functions are jitted with the layout's shardings: the
+state (params and optimizer state) sharded from the specs' logical axes and donated, the batch split over
+the batch rule, metrics replicated; they are traced and run under Layout.activate, so the optimizers'
+whole-matrix operations find their owners (sharding.per_matrix). Batched members (K > 1) on a mesh are
+refused. A one-device mesh (the default) compiles exactly the unsharded program.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from typing import Any, Callable
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from scaling import hyper, models, parametrization
+from scaling import hyper, models, parametrization, sharding
 from scaling.config import Config
 from scaling.norm_log import norm_metrics
 from scaling.optim import build_optimizer, leaf_learning_rates
@@ -55,6 +62,7 @@ class Program:
                                         parametrization.lr_multipliers(self.specs, program.param, program.optim),
                                         self.schedule)
         self._compiled: dict[tuple[bool, bool], Compiled] = {}
+        self.layout = sharding.layout_of(program.run)  # None: one device
 
     def hyper_values(self, cfg: Config) -> dict:
         return hyper.values(cfg)
@@ -62,7 +70,17 @@ class Program:
     def init_state(self, key: jax.Array, cfg: Config) -> TrainState:
         """The run's initial parameters (its own init scales and seed) and optimizer state."""
         params, _ = models.init(cfg.model, key, cfg.param, cfg.optim)
-        return TrainState(params, self._init_tx.init(params))
+        state = TrainState(params, self._init_tx.init(params))
+        return state if self.layout is None else jax.device_put(state, self.state_shardings(state))
+
+    def state_shardings(self, state: TrainState) -> TrainState:
+        """The layout's sharding of every leaf of a (K = 1) train state."""
+        return self.layout.state_shardings(state, self.specs)
+
+    def for_compute(self, params):
+        """The params the forward pass reads: as they are on one device; on a mesh gathered over the batch
+        axes (Layout.compute_spec), so activations stay split by batch and gradients are reduce-scattered."""
+        return params if self.layout is None else self.layout.gather_for_compute(params, self.specs)
 
     def loss(self, params, tokens_BxT1):
         return models.loss_fn(self.cfg.model, params, tokens_BxT1, param=self.cfg.param,
@@ -75,7 +93,7 @@ class Program:
         lr_mults = parametrization.lr_multipliers(self.specs, self.cfg.param, optim_cfg, param_hp)
         tx = build_optimizer(optim_cfg, self.specs, lr_mults, self.schedule, optim_hp)
         params = state.params
-        loss, grads = jax.value_and_grad(self.loss)(params, tokens_BxT1)
+        loss, grads = jax.value_and_grad(lambda p: self.loss(self.for_compute(p), tokens_BxT1))(params)
         grad_norm = optax.tree.norm(grads)
         clip = self.cfg.run.grad_clip
         if clip > 0:  # a static choice: run.grad_clip is part of the program
@@ -93,6 +111,7 @@ class Program:
         """Mean loss over a validation set (scaling.record.validation_batches): every chunk's mean weighted
         by its number of sequences, so the result is the mean over all sequences whatever the chunking."""
         chunks_CxNxT1, rest_RxT1 = val
+        params = self.for_compute(params)
         C, N, R = chunks_CxNxT1.shape[0], chunks_CxNxT1.shape[1], rest_RxT1.shape[0]
         total = jnp.float32(0.0)
         if C:
@@ -108,7 +127,12 @@ class Program:
         """The functions for `members` runs trained together (one compilation per kind and shape)."""
         key = (members > 1, per_member_data and members > 1)
         if key not in self._compiled:
-            if not key[0]:
+            if self.layout is not None:
+                if key[0]:
+                    raise ValueError(f"run.mesh={dataclasses.asdict(self.layout.shape)}: runs on a mesh train one "
+                                     f"at a time, not {members} batched together")
+                self._compiled[key] = self._sharded()
+            elif not key[0]:
                 self._compiled[key] = Compiled(jax.jit(self.step_fn, donate_argnums=0), jax.jit(self.evaluate_fn),
                                                jax.jit(self.norms_fn))
             else:
@@ -118,6 +142,37 @@ class Program:
                     jax.jit(jax.vmap(self.evaluate_fn, in_axes=(0, None))),
                     jax.jit(jax.vmap(self.norms_fn)))
         return self._compiled[key]
+
+    def _sharded(self) -> Compiled:
+        layout = self.layout
+        shapes = jax.eval_shape(lambda: TrainState(*self._abstract_state()))
+        state_sh, rep = self.state_shardings(shapes), layout.replicated
+        tokens_sh = layout.batch_sharding((self.cfg.run.batch_size, self.cfg.model.context + 1))
+
+        def val_sh(val):
+            return tuple(layout.batch_sharding(np.shape(a), axis=a.ndim - 2) for a in val)
+
+        step = jax.jit(self.step_fn, in_shardings=(state_sh, tokens_sh, rep, rep, rep),
+                       out_shardings=(state_sh, rep), donate_argnums=0)
+        evaluate = jax.jit(self.evaluate_fn, out_shardings=rep)
+        norms = jax.jit(self.norms_fn, in_shardings=(state_sh.params,), out_shardings=rep)
+
+        def under_mesh(fn):
+            def call(*args):
+                with layout.activate():
+                    return fn(*args)
+            call.jitted = fn  # for lowering (benchmarks/comm_volume.py)
+            return call
+
+        def evaluate_sharded(params, val):
+            return evaluate(params, jax.device_put(val, val_sh(val)))
+
+        return Compiled(under_mesh(step), under_mesh(evaluate_sharded), under_mesh(norms))
+
+    def _abstract_state(self):
+        params = jax.eval_shape(lambda: models.init(self.cfg.model, jax.random.PRNGKey(0), self.cfg.param,
+                                                    self.cfg.optim)[0])
+        return params, jax.eval_shape(self._init_tx.init, params)
 
     # one run (K = 1), for tests and benchmarks
     def step(self, state: TrainState, tokens_BxT1, step, with_norms, hp: dict) -> tuple[TrainState, dict]:

@@ -3,8 +3,12 @@
 Row semantics: a row with step s was written after s optimizer updates (tokens = s·B·T).
 `train_loss` is the loss of the batch that update s was computed on (the model after s-1 updates),
 `val_loss` is measured on the fixed validation set (`validation_batches`: the same sequences for every
-batch size and data seed) with the model after s updates. A diverged run's metrics.jsonl ends with the
-row of its diverged step (no validation loss, no norms); `logged_steps` lists the rows a run holds.
+batch size and data seed) with the model after s updates; `val_bpb` beside it is the same loss in bits
+per byte (`bits_per_byte`) where the data's bytes per token are known (config.json _meta
+val_bytes_per_token), and is left out where they are not (synthetic data, token files without a
+meta.json); summary.json's final_val_bpb / best_val_bpb are then null. A diverged run's metrics.jsonl
+ends with the row of its diverged step (no validation loss, no norms); `logged_steps` lists the rows a
+run holds.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from scaling import data as data_lib
 from scaling import models
 from scaling.checkpoint import Checkpointer
 from scaling.config import Config
-from scaling.logs import MetricsLog, write_json_atomic
+from scaling.logs import write_json_atomic
 from scaling.norm_log import flatten_for_log
+from scaling.trackers import Tracking, metrics_log
 
 
 class OwnershipLost(RuntimeError):
@@ -53,7 +58,21 @@ def logged_steps(run) -> list[int]:
                   if n % run.log_every == 0 or n % norms_every == 0 or n in horizons]
 
 
-def run_meta(cfg: Config, specs: Any) -> dict:
+def bits_per_byte(loss: float, bytes_per_token: float | None) -> float | None:
+    """A loss in nats per token as bits per UTF-8 byte: loss / ln 2 / bytes per token, comparable across
+    tokenizers (Paloma, Magnusson et al. 2023; marin); None where bytes per token are unknown."""
+    if not bytes_per_token or loss is None:
+        return None
+    return loss / math.log(2) / bytes_per_token
+
+
+def run_meta(cfg: Config, specs: Any, dataset: data_lib.Dataset | None = None) -> dict:
+    """config.json's _meta: sizes, versions, and the data's bytes per validation token (bits per byte)."""
+    data = {}
+    if dataset is not None:
+        data["val_bytes_per_token"] = dataset.val_bytes_per_token
+        if dataset.tokenizer_sha256:
+            data["tokenizer_sha256"] = dataset.tokenizer_sha256
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                              text=True, timeout=5).stdout.strip()
@@ -61,7 +80,14 @@ def run_meta(cfg: Config, specs: Any) -> dict:
         sha = ""
     return {**models.count_params(specs), "flops_per_token": models.flops_per_token(cfg.model, specs),
             "git_sha": sha, "jax": jax.__version__, "optax": optax.__version__, "host": platform.node(),
-            "backend": jax.default_backend()}
+            "backend": jax.default_backend(), **data}
+
+
+def _recorded_bytes_per_token(out: Path) -> float | None:
+    try:
+        return json.loads((out / "config.json").read_text())["_meta"].get("val_bytes_per_token")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 class RunRecord:
@@ -69,9 +95,11 @@ class RunRecord:
     divergence test and the summary. The loop (scaling.train) keeps one per member, so a run's files do
     not depend on how many runs it was trained with."""
 
-    def __init__(self, cfg: Config, out: Path, may_write: Callable[[], bool] | None = None):
+    def __init__(self, cfg: Config, out: Path, may_write: Callable[[], bool] | None = None,
+                 tracking: Tracking | None = None):
         """may_write: asked before every write of the run's files (metrics, checkpoints, summary); False
-        raises OwnershipLost (a driver's fencing check: the run's lease is still this process's)."""
+        raises OwnershipLost (a driver's fencing check: the run's lease is still this process's).
+        tracking: tracker mirrors of metrics.jsonl (scaling.trackers; None: none)."""
         run = cfg.run
         self.cfg, self.out = cfg, out
         self.may_write = may_write or (lambda: True)
@@ -79,10 +107,11 @@ class RunRecord:
         self.horizons = set(eval_steps(run.steps, run.eval_per_octave))
         self.norms_every = run.norms_every or run.log_every
         self.ckpt = Checkpointer(out / "ckpt")
-        self.log = MetricsLog(out / "metrics.jsonl")
+        self.log = metrics_log(out / "metrics.jsonl", tracking, cfg)  # mirrored to the trackers, if any
         self.status, self.reason, self.diverged_step = "done", None, None
         self.start, self.initial_loss, self.elapsed_before = 0, math.nan, 0.0
         self.val_losses: list[float] = []
+        self.bytes_per_token = _recorded_bytes_per_token(out)  # as the run's first start recorded it
         self.last_row: dict = {}
         self.t_start = time.time()
 
@@ -112,9 +141,15 @@ class RunRecord:
         self.log.append(row)
 
     def log_initial(self, val_loss: float, param_norms: dict) -> None:
-        self.last_row = {"step": 0, "tokens": 0, "val_loss": val_loss, **flatten_for_log(param_norms)}
+        self.last_row = {"step": 0, "tokens": 0, "val_loss": val_loss, **self._bpb(val_loss),
+                         **flatten_for_log(param_norms)}
         self.append(self.last_row)
         self.val_losses.append(val_loss)
+
+    def _bpb(self, val_loss: float) -> dict:
+        """{"val_bpb": ...} beside a validation loss, or {} where bytes per token are unknown."""
+        bpb = bits_per_byte(val_loss, self.bytes_per_token)
+        return {} if bpb is None else {"val_bpb": bpb}
 
     def with_norms(self, n: int) -> bool:
         return n % self.norms_every == 0 or n in self.horizons
@@ -139,6 +174,7 @@ class RunRecord:
             row.update(flatten_for_log({k: v for k, v in m.items() if "/" in k}))
         if n in self.horizons:
             row["val_loss"] = float(evaluate())
+            row.update(self._bpb(row["val_loss"]))
             self.val_losses.append(row["val_loss"])
         if n % run.log_every == 0 or self.with_norms(n) or n in self.horizons:
             self.append(row)
@@ -169,6 +205,8 @@ class RunRecord:
             "final_train_loss": last.get("train_loss"),
             "final_val_loss": last.get("val_loss") if status == "done" else None,
             "best_val_loss": min(self.val_losses) if self.val_losses else None,
+            "final_val_bpb": bits_per_byte(last.get("val_loss") if status == "done" else None, self.bytes_per_token),
+            "best_val_bpb": bits_per_byte(min(self.val_losses) if self.val_losses else None, self.bytes_per_token),
             "initial_loss": self.initial_loss,
             "wall_time_s": self.elapsed_before + time.time() - self.t_start,
             "diverged_step": self.diverged_step,

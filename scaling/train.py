@@ -44,6 +44,7 @@ from scaling.models import count_params, param_specs
 from scaling.program import Program, TrainState, get_program
 from scaling.record import (OwnershipLost, RunRecord, eval_steps, logged_steps, progress_bar, run_meta,
                             validation_batches)
+from scaling.trackers import Tracking
 
 __all__ = ["train", "train_runs", "batch_key", "MembersOutOfStep", "OwnershipLost", "eval_steps", "logged_steps",
            "validation_batches", "FINAL_STATES"]
@@ -60,25 +61,34 @@ class MembersOutOfStep(ValueError):
 def batch_key(cfg: Config) -> tuple:
     """Runs with equal keys can be trained together: same compiled step, same loop (steps, logging,
     evaluation, checkpoints) and same data source; the init and data seeds may differ (the validation
-    set, run.eval_tokens and run.eval_seed, is part of the key: members share it)."""
+    set, run.eval_tokens and run.eval_seed, is part of the key: members share it). A run on a mesh
+    (run.mesh) trains alone: its key is its whole config."""
+    if cfg.run.mesh.size > 1:
+        return (cfg,)
     run = dataclasses.replace(cfg.run, seed=0, data_seed=0)
     return hyper.program_config(cfg), run, cfg.data
 
 
 def train(cfg: Config, out_dir: str | Path, *, progress: bool = False,
-          should_stop: Callable[[], bool] | None = None) -> dict:
+          should_stop: Callable[[], bool] | None = None, tracking: Tracking | None = None) -> dict:
     """Train (or resume, or return the finished summary of) the run in out_dir."""
-    return train_runs([cfg], [out_dir], progress=progress, should_stop=should_stop)[0]
+    return train_runs([cfg], [out_dir], progress=progress, should_stop=should_stop, tracking=[tracking])[0]
 
 
 def train_runs(cfgs: list[Config], out_dirs: list[str | Path], *, progress: bool = False,
                should_stop: Callable[[], bool] | None = None,
-               may_write: Callable[[int], bool] | None = None) -> list[dict]:
+               may_write: Callable[[int], bool] | None = None,
+               tracking: list[Tracking | None] | None = None) -> list[dict]:
     """Train (or resume, or return the finished summaries of) runs with one batch_key together; one
     summary (or {"status": "preempted", "steps": n}) per run, in order. may_write(i), asked before every
-    write to out_dirs[i], is a driver's fencing check: False raises OwnershipLost and nothing more is written."""
-    if len(cfgs) != len(out_dirs) or not cfgs:
-        raise ValueError("train_runs needs one output directory per config")
+    write to out_dirs[i], is a driver's fencing check: False raises OwnershipLost and nothing more is written.
+    tracking[i]: the tracker mirrors of run i's metrics (scaling.trackers; None: none), not part of the run."""
+    if len(cfgs) != len(out_dirs) or not cfgs or (tracking is not None and len(tracking) != len(cfgs)):
+        raise ValueError("train_runs needs one output directory (and tracking, if given) per config")
+    meshed = [c.run.mesh for c in cfgs if c.run.mesh.size > 1]
+    if len(cfgs) > 1 and meshed:
+        raise ConfigError(f"run.mesh={dataclasses.asdict(meshed[0])}: runs on a mesh train one at a time, not "
+                          f"{len(cfgs)} batched together (scaling.program); train them one by one")
     if len(cfgs) > 1 and len({batch_key(c) for c in cfgs}) > 1:
         raise ValueError("train_runs: the configs differ in more than scalar hyperparameters and seeds")
     outs = [Path(d) for d in out_dirs]
@@ -88,6 +98,11 @@ def train_runs(cfgs: list[Config], out_dirs: list[str | Path], *, progress: bool
         return results  # type: ignore[return-value]
     cfg0 = cfgs[todo[0]]
     check_fits_in_memory(cfg0, members=len(todo))  # input errors before any allocation or write
+    if jax.process_count() > 1:  # README, "Multi-node training"
+        raise ConfigError(f"this process is 1 of {jax.process_count()} in a jax.distributed job: the training loop "
+                          "does not run one run over several processes yet (it feeds host batches, writes the run's "
+                          "files from every process, and checkpoints single-host); the data-parallel step itself is "
+                          "tested over processes (tests/test_multihost.py)")
     dataset = data_lib.load_dataset(cfg0.data, cfg0.model.vocab_size)
     data_lib.require_sequences(dataset, cfg0.data, cfg0.model.context + 1)
     program = get_program(cfg0)
@@ -98,8 +113,9 @@ def train_runs(cfgs: list[Config], out_dirs: list[str | Path], *, progress: bool
         if not (outs[i] / "config.json").exists():
             if owned is not None and not owned():
                 raise OwnershipLost(f"{outs[i]}: this process no longer owns the run; not writing its config.json")
-            write_json_atomic(outs[i] / "config.json", {**to_dict(cfgs[i]), "_meta": run_meta(cfgs[i], program.specs)})
-        records.append(RunRecord(cfgs[i], outs[i], may_write=owned))
+            write_json_atomic(outs[i] / "config.json",
+                              {**to_dict(cfgs[i]), "_meta": run_meta(cfgs[i], program.specs, dataset)})
+        records.append(RunRecord(cfgs[i], outs[i], may_write=owned, tracking=tracking[i] if tracking else None))
         states.append(records[-1].restore(program.init_state(jax.random.PRNGKey(cfgs[i].run.seed), cfgs[i])))
     bar = progress_bar(progress and len(todo) == 1, cfg0.run.steps, records[0].start)
     try:

@@ -1,8 +1,9 @@
 """The `scaling` command: the composition root above the three packages (the console script's target).
 
-    scaling train | coord-check        scaling's own subcommands (scaling.cli)
+    scaling train | coord-check | data scaling's own subcommands (scaling.cli; data prepare: scaling.prepare)
     scaling sweep ...                  sweeps.cli, given analysis.load.write_tables to rebuild store tables
     scaling analyze ...                analysis.cli
+    scaling report ...                 analysis.report: one self-contained HTML page of figures, fits, warnings
     scaling quickstart                 the main job: `sweep run quickstart`, then `analyze` on its store
 
 `scaling` knows nothing of sweeps or analysis, `sweeps` knows nothing of analysis and `analysis` nothing of
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from scaling import cli as scaling_cli
 
-DESCRIPTION = "The `scaling` command: train | coord-check | sweep | analyze | quickstart."
+DESCRIPTION = "The `scaling` command: train | coord-check | data | sweep | analyze | report | quickstart."
 
 
 def _write_tables(store):
@@ -46,6 +47,12 @@ def add_analyze(sub) -> None:
     from analysis import cli as analysis_cli  # noqa: PLC0415
 
     analysis_cli.add_subcommands(sub)
+
+
+def add_report(sub) -> None:
+    from analysis import report  # noqa: PLC0415
+
+    report.add_subcommands(sub)
 
 
 def add_coord_check_figure(sub) -> None:
@@ -77,15 +84,25 @@ def add_quickstart(sub) -> None:
     p.set_defaults(func=_cmd_quickstart)
 
 
-PROVIDERS = (add_coord_check_figure, add_quickstart, add_sweep, add_analyze)
+PROVIDERS = (add_coord_check_figure, add_quickstart, add_sweep, add_analyze, add_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
     return scaling_cli.build_parser(PROVIDERS, DESCRIPTION)
 
 
+# Commands that need no analysis parser: analysis's imports (scipy, matplotlib) take seconds, so
+# `scaling sweep status` on a few hundred runs answers in a fraction of a second without them; any other
+# first word (analyze, report, --help, a typo) builds every provider.
+LIGHT_COMMANDS = ("train", "coord-check", "data", "sweep", "quickstart")
+ANALYSIS_PROVIDERS = (add_analyze, add_report)
+
+
 def main(argv: list[str] | None = None) -> int:
-    return scaling_cli.main(argv, PROVIDERS, DESCRIPTION)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    light = bool(argv) and argv[0] in LIGHT_COMMANDS
+    providers = tuple(p for p in PROVIDERS if not (light and p in ANALYSIS_PROVIDERS))
+    return scaling_cli.main(argv, providers, DESCRIPTION)
 
 
 __all__ = ["main", "build_parser", "PROVIDERS"]

@@ -1,7 +1,8 @@
 """What a sweep is doing, read from the store alone: counts per state, tokens/s, the running runs.
 
 Used by the local executor's live display and by `scaling sweep status`. Reading only the status
-files, summaries and the last line of running runs' metrics keeps a refresh cheap. `sweep status`
+files, summaries and the last line of running runs' metrics, each once per refresh (Store.view), keeps a
+refresh cheap. `sweep status`
 also verifies the runs counted as finished (Store.damaged, cached by file size and mtime): a damaged
 one is counted as damaged, not done, and listed with its paths, as are blocked runs and copies of one
 run registered twice.
@@ -14,8 +15,10 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+from scaling.api import ConfigError
 from sweeps.store import STATES, Store
 
 
@@ -51,6 +54,7 @@ def last_row(path: Path, tail: int = 8192) -> dict | None:
 def snapshot(store: Store, run_ids: list[str], verify: bool = False) -> Snapshot:
     """Counts per state from the status files; with verify, a run whose status says finished but whose
     files disagree counts as damaged instead."""
+    store = store.view()  # each file read once per snapshot
     counts = {s: 0 for s in STATES}
     tokens, running = 0, []
     damaged = store.damaged(run_ids) if verify else {}
@@ -73,9 +77,30 @@ def snapshot(store: Store, run_ids: list[str], verify: bool = False) -> Snapshot
     return Snapshot(time.time(), counts, tokens, running, damaged)
 
 
+def coordinate_columns(coords: list[dict], order: list[str] = (), reserved: tuple[str, ...] = ()) -> dict[str, str]:
+    """{coordinate key: column name} over the runs' coordinates, keys in `order` (the experiments' axes)
+    first: the key's last part (model.width -> width) unless two keys share it or it is a `reserved`
+    column name (param.kind and model.kind: the whole keys)."""
+    present = {k for c in coords for k in c}
+    keys = [k for k in dict.fromkeys([*order, *sorted(present)]) if k in present]
+    last = Counter(k.rsplit(".", 1)[-1] for k in keys)
+    short = {k: k.rsplit(".", 1)[-1] for k in keys}
+    return {k: short[k] if last[short[k]] == 1 and short[k] not in reserved else k for k in keys}
+
+
+def coordinates(store: Store, run_id: str) -> dict:
+    """The run's swept coordinates from its run.json ({} when unreadable)."""
+    try:
+        coords = store.run_record(run_id).get("coords")
+    except ConfigError:
+        return {}
+    return coords if isinstance(coords, dict) else {}
+
+
 def problem_lines(store: Store, run_ids: list[str], snap: Snapshot) -> list[str]:
     """What a status report lists besides the counts: damaged runs (each problem names its file), runs that
     cannot start (blocked, with the reason) and copies of one run or half-registered directories."""
+    store = store.view()
     lines = [f"damaged {run_id}: {'; '.join(problems)}" for run_id, problems in snap.damaged.items()]
     for run_id in run_ids:
         blocked = store.status(run_id).get("blocked")

@@ -44,11 +44,14 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from scaling.api import FINAL_STATES, IDENTITY_SCHEMA, Config, ConfigError, from_dict, read_jsonl, write_json_atomic
-from sweeps.experiment import Experiment, RunSpec
+from scaling.api import FINAL_STATES, IDENTITY_SCHEMA, ConfigError, from_dict, read_jsonl, write_json_atomic
 from sweeps.lease import DEFAULT_TTL, LEASE, Lease, is_stale, new_owner_id
+
+if TYPE_CHECKING:  # reading a store imports neither the config classes nor JAX (`sweep status`)
+    from scaling.api import Config
+    from sweeps.experiment import Experiment, RunSpec
 
 STATES = ("pending", "running", "done", "diverged", "failed")
 FINISHED = FINAL_STATES  # final, and data: the states of scaling.api.FINAL_STATES
@@ -122,8 +125,9 @@ class Store:
     # ------------------------------------------------------------ registration
 
     def register(self, experiment: Experiment, runs: list[RunSpec],
-                 log: Callable[[str], None] = print) -> list[str]:
-        """Create the directories of new runs (status pending) and write the experiment's manifest.
+                 log: Callable[[str], None] = print, track: dict | None = None) -> list[str]:
+        """Create the directories of new runs (status pending) and write the experiment's manifest (with
+        track, the tracker choice of `sweep run --track` that every worker reads: {"kinds", "project", "dir"}).
         A run already in the store (same identity digest) keeps its directory, whatever its prefix; copies of
         one run registered by older code are merged first (`merge_duplicates`, reported through log).
         A store holding runs of an older identity schema is refused (ConfigError) before anything is written."""
@@ -143,7 +147,8 @@ class Store:
             os.replace(exp_dir / f".{experiment.name}.py.tmp{os.getpid()}", exp_dir / f"{experiment.name}.py")
         write_json_atomic(exp_dir / f"{experiment.name}.json", {
             "name": experiment.name, "source": experiment.source, "analysis": experiment.analysis,
-            "batch": experiment.batch, "axes": list(experiment.sweep.axes), "runs": ids, "registered": time.time()})
+            "batch": experiment.batch, "axes": list(experiment.sweep.axes), "runs": ids, "registered": time.time(),
+            "track": track})
         return ids
 
     def _create(self, run: RunSpec, experiment: str) -> str:
@@ -287,11 +292,15 @@ class Store:
         out: dict[str, dict | None] = {}
         for run_id in self.run_ids():
             try:
-                record = json.loads((self.run_dir(run_id) / "run.json").read_text())
+                record = self._read_record(run_id)
                 out[run_id] = record if isinstance(record, dict) else None
             except (OSError, ValueError):
                 out[run_id] = None
         return out
+
+    def view(self) -> StoreView:
+        """A read-only picture of this store for one report (each run's files read at most once)."""
+        return StoreView(self.root)
 
     def digest_index(self) -> dict[str, str]:
         """digest -> run id of the runs of the current identity schema (an unreadable run.json, or one of
@@ -329,14 +338,19 @@ class Store:
 
     # ------------------------------------------------------------ records
 
+    def _read_record(self, run_id: str) -> Any:
+        """run.json parsed (OSError, ValueError when it cannot be)."""
+        return json.loads((self.run_dir(run_id) / "run.json").read_text())
+
     def run_record(self, run_id: str) -> dict:
-        path = self.run_dir(run_id) / "run.json"
         try:
-            return json.loads(path.read_text())
+            return self._read_record(run_id)
         except (OSError, ValueError) as e:
-            raise ConfigError(f"{path} is unreadable ({e})") from e
+            raise ConfigError(f"{self.run_dir(run_id) / 'run.json'} is unreadable ({e})") from e
 
     def config(self, run_id: str) -> Config:
+        from scaling.api import Config  # noqa: PLC0415
+
         return from_dict(Config, self.run_record(run_id)["config"])
 
     def status(self, run_id: str) -> dict:
@@ -507,6 +521,45 @@ class Store:
         return counts
 
 
+class StoreView(Store):
+    """A store as it was when first read, for one report (`sweep status`, `sweep plan`, a live display's
+    refresh): the run list, each run's run.json, status and summary.json are read at most once, so a report
+    costs one read of each file whatever it shows. Reads only: write through a Store, not a view."""
+
+    def __init__(self, root: str | Path):
+        super().__init__(root)
+        self._memo: dict[tuple, Any] = {}
+
+    def _once(self, key: tuple, read: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            try:
+                self._memo[key] = (read(), None)
+            except (OSError, ValueError) as e:
+                self._memo[key] = (None, e)
+        value, error = self._memo[key]
+        if error is not None:
+            raise error
+        return value
+
+    def run_ids(self) -> list[str]:
+        return list(self._once(("ids",), super().run_ids))
+
+    def records(self) -> dict[str, dict | None]:
+        return self._once(("records",), super().records)
+
+    def _read_record(self, run_id: str) -> Any:
+        return self._once(("run.json", run_id), lambda: super(StoreView, self)._read_record(run_id))
+
+    def status(self, run_id: str) -> dict:
+        return self._once(("status", run_id), lambda: super(StoreView, self).status(run_id))
+
+    def summary(self, run_id: str) -> dict | None:
+        return self._once(("summary", run_id), lambda: super(StoreView, self).summary(run_id))
+
+    def view(self) -> StoreView:
+        return self
+
+
 def schema_of(record: dict) -> int:
     """The identity schema a run.json was written under (none recorded: 0, before schemas existed)."""
     schema = record.get("schema", 0)
@@ -526,5 +579,6 @@ def free_id(run_id: str, digest: str, taken) -> str:
     raise ConfigError(f"run id {run_id} and its longer forms are all taken by other runs")
 
 
-__all__ = ["Store", "Health", "STATES", "FINISHED", "MIGRATION_JOURNAL", "SUPERSEDED", "checkpoint_steps", "free_id",
+__all__ = ["Store", "StoreView",
+           "Health", "STATES", "FINISHED", "MIGRATION_JOURNAL", "SUPERSEDED", "checkpoint_steps", "free_id",
            "id_forms", "schema_of"]

@@ -96,9 +96,11 @@ def needs_repair(h: Health) -> bool:
 class Worker:
     def __init__(self, store: Store | str | Path, run_ids: list[str], options: WorkerOptions = WorkerOptions(),
                  owner: str | None = None, stop: threading.Event | None = None,
-                 log: Callable[[str], None] | None = None, max_batch: int = 1):
+                 log: Callable[[str], None] | None = None, max_batch: int = 1, track: dict | None = None,
+                 experiment: str = ""):
         """max_batch: how many compatible runs one attempt trains together (run_worker sets it from
-        options.batch and options.max_batch)."""
+        options.batch and options.max_batch). track: the manifest's tracker choice ({"kinds", "project",
+        "dir"}, `sweep run --track`), each run's tracker tagged with the experiment and its coordinates."""
         self.store = store if isinstance(store, Store) else Store(store)
         self.run_ids = list(run_ids)
         self.options = options
@@ -106,6 +108,7 @@ class Worker:
         self.stop = stop or threading.Event()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.max_batch = max(1, max_batch)
+        self.track, self.experiment = track or {}, experiment
         self._final: set[str] = set()  # verified final under their lease by this worker: not inspected again
         self._keys: dict[str, tuple | None] = {}
         self._solo: set[str] = set()  # runs whose batched attempt failed: retried one at a time
@@ -318,7 +321,8 @@ class Worker:
                     summaries = train_runs(cfgs, [self.store.run_dir(r) for r in members],
                                            should_stop=lambda: self.stop.is_set() or any(
                                                lease.lost for lease in leases.values()),
-                                           may_write=lambda i: leases[members[i]].holds())  # fencing
+                                           may_write=lambda i: leases[members[i]].holds(),  # fencing
+                                           tracking=[self.tracking(r) for r in members])
                 finally:  # also when training raised: a set-aside checkpoint must reach the log
                     self.report_warnings(members, caught)
         except MembersOutOfStep as e:  # a checkpoint turned out unreadable: one at a time, nothing written
@@ -343,6 +347,19 @@ class Worker:
             return {r: self.record_lost(r) if not leases[r].holds() else self.record_failure(r, commons[r], e)
                     for r in members}
         return {r: self.record(r, leases[r], commons[r], s) for r, s in zip(members, summaries)}
+
+    def tracking(self, run_id: str):
+        """The run's tracker mirrors (scaling.api.Tracking), None when the sweep has none: one tracker run
+        per run id, tagged with the sweep's name and the run's coordinates."""
+        from scaling.api import Tracking  # noqa: PLC0415
+
+        if not self.track.get("kinds"):
+            return None
+        coords = self.store.run_record(run_id).get("coords") or {}
+        context = {"sweep": self.experiment, "run_id": run_id, **{f"coord/{k}": v for k, v in coords.items()}}
+        tags = (f"sweep:{self.experiment}", *(f"{k}={v}" for k, v in sorted(coords.items())))
+        return Tracking(tuple(self.track["kinds"]), project=self.track.get("project") or self.experiment or "scaling",
+                        dir=self.track.get("dir"), run_id=run_id, tags=tags, context=context)
 
     def prepare(self, run_id: str, lease: Lease, health: Health, **start_fields) -> dict:
         """Under the lease: repair damage, mark the run running. Returns the status fields every later
@@ -455,7 +472,10 @@ def configure_process(cpus: list[int] | None, jax_cache: str | None) -> None:
 
         Path(jax_cache).mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(jax_cache))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        # every compilation, however small: JAX's default skips those under 1 s, which on CPU is most of a
+        # sweep's (a tiny model's train step compiles in 0.2-0.5 s; benchmarks/README.md, "Compilation")
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def jax_cache_dir(store: Store, option: str | None) -> str | None:
@@ -468,10 +488,12 @@ def run_worker(store_path: str | Path, experiment: str, options: WorkerOptions =
                cpus: list[int] | None = None, stop: threading.Event | None = None, owner: str | None = None) -> int:
     """What every executor calls: configure the process, then claim and train until the experiment is done."""
     store = Store(store_path)
-    run_ids = store.manifest(experiment)["runs"]
+    manifest = store.manifest(experiment)
+    run_ids = manifest["runs"]
     configure_process(cpus, jax_cache_dir(store, options.jax_cache))
     batched = options.batch == "on" or (options.batch == "auto" and _on_accelerator())
-    return Worker(store, run_ids, options, owner=owner, stop=stop, max_batch=options.max_batch if batched else 1).run()
+    return Worker(store, run_ids, options, owner=owner, stop=stop, max_batch=options.max_batch if batched else 1,
+                  track=manifest.get("track"), experiment=experiment).run()
 
 
 def _on_accelerator() -> bool:

@@ -106,6 +106,17 @@ def test_config_json_without_a_newer_field_is_the_same_run(tmp_path):
     check_same_run(tmp_path / "config.json", to_dict(cfg))  # the resolved dict, as scaling.train passes it
 
 
+def test_the_device_layout_is_not_part_of_the_run(tmp_path):
+    """run.mesh and run.sharding_rules say where a run computes, not what: a run directory trained on
+    one mesh resumes on another (a regression: check_same_run refused it as another run)."""
+    one = from_dict(Config, {"optim": {"lr": 1e-3}, "run": {"batch_size": 8}})
+    sharded = from_dict(Config, {"optim": {"lr": 1e-3}, "run": {"batch_size": 8, "mesh": {"data": 2, "fsdp": 2},
+                                                               "sharding_rules": {"vocab": []}}})
+    assert identity(sharded) == identity(one) and digest(sharded) == digest(one)
+    check_same_run(_write_config_json(tmp_path / "config.json", to_dict(one)), sharded)  # no error
+    assert digest(from_dict(Config, {"optim": {"lr": 1e-3}, "run": {"batch_size": 16}})) != digest(one)
+
+
 def test_config_json_of_another_run_names_the_differing_key(tmp_path):
     path = _write_config_json(tmp_path / "config.json", to_dict(from_dict(Config, {"optim": {"lr": 1e-3}})))
     with pytest.raises(ConfigError, match=r"holds a different run \(optim\.lr=0\.001 in its config\.json, 0\.1 here\)"):

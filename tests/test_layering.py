@@ -243,8 +243,19 @@ def test_importing_analysis_loads_neither_scaling_nor_sweeps():
     assert not _of(loaded, "scaling") | _of(loaded, "sweeps") | _of(loaded, "scaling_cli")
 
 
+def _loaded_by_the_contract() -> set[str]:
+    """What importing scaling.api and resolving its names loads; the training names aside (scaling.api
+    resolves every lazy name on first access: the training loop only in processes that train)."""
+    code = (f"import importlib, json, sys\napi = importlib.import_module({CONTRACT!r})\n"
+            "for name in api.__all__:\n    name in api.TRAINING or getattr(api, name)\n"
+            "print(json.dumps(sorted(sys.modules)))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return set(json.loads(proc.stdout.splitlines()[-1]))
+
+
 def test_importing_sweeps_loads_only_the_run_contract_of_scaling():
-    contract = _of(_loaded_after_importing([CONTRACT]), "scaling")
+    contract = _of(_loaded_by_the_contract(), "scaling")
     loaded = _loaded_after_importing(_importable("sweeps"))
     assert not _of(loaded, "analysis") | _of(loaded, "scaling_cli")
     assert _of(loaded, "scaling") <= contract, sorted(_of(loaded, "scaling") - contract)

@@ -2,7 +2,8 @@
 
 Block parameters are stacked along a leading L axis (one batched matrix per kind, which Muon and
 Scion orthogonalise per layer); the blocks run unrolled, or under `lax.scan` with
-`model.scan_layers` (fast compiles for deep models). Pre-norm RMSNorm, RoPE, causal multi-head attention, SwiGLU or GELU MLP, no biases.
+`model.scan_layers` (fast compiles for deep models); `model.remat` wraps each block in `jax.checkpoint`
+(activation memory of one block instead of all, for a second forward pass in the backward). Pre-norm RMSNorm, RoPE, causal multi-head attention, SwiGLU or GELU MLP, no biases.
 `norm_everywhere` adds a parameter-free RMSNorm before every linear layer (QK-norm, V-norm, O-norm,
 MLP-norm), as in Filatov et al., "Optimal Scaling Needs Optimal Norm" (arXiv 2510.03871) §3.
 """
@@ -51,7 +52,10 @@ def param_specs(cfg: ModelConfig) -> dict:
 
 def apply(cfg: ModelConfig, params: dict, tokens_BxT: jax.Array, mult: Multipliers, *,
           compute_dtype=None, return_activations: bool = False):
-    """Logits (B, T, V) in float32; with return_activations also a dict of per-layer activations."""
+    """Logits (B, T, V) in float32; with return_activations also a dict of per-layer activations.
+    With compute_dtype (bfloat16) the matmuls and the residual stream run in it while the parameters stay
+    float32 (cast at each use: float32 master weights) and RMSNorm statistics, attention logits and
+    softmax, and the logits are float32."""
     B, T = tokens_BxT.shape
     H, K, eps = cfg.n_heads, cfg.d_head, cfg.norm_eps
     extra_norm = cfg.norm_everywhere
@@ -91,6 +95,8 @@ def apply(cfg: ModelConfig, params: dict, tokens_BxT: jax.Array, mult: Multiplie
                 if return_activations else None)
         return x_BxTxD, acts
 
+    if cfg.remat:  # keep only each block's input; its activations are recomputed in the backward pass
+        block = jax.checkpoint(block)
     x_BxTxD = cast(embed_tokens(params["embed"], tokens_BxT), compute_dtype)
     emb_BxTxD = x_BxTxD
     if cfg.scan_layers:  # one compiled block: fast compiles for deep models

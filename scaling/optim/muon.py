@@ -28,6 +28,7 @@ from scaling.optim.adamw import AdamWFallback
 from scaling.optim.common import apply_lr, base_lrs, hyper_values, map_with_specs, route, scale_and_decay
 from scaling.optim.newton_schulz import NewtonSchulzSettings, newton_schulz
 from scaling.optim.section import OptimConfig
+from scaling.sharding import per_matrix
 
 FALLBACK_ROLES = ("embedding", "output", "vector")
 # the scalars fed to the compiled step as inputs (scaling/optim/common.py)
@@ -92,9 +93,10 @@ def scale_by_muon(specs: Any, beta: float, nesterov: bool, ns_steps: int, ns_coe
     def update_fn(grads, state, params=None):
         del params
         u, state = momentum_step(grads, state)
-        direction = map_with_specs(
-            lambda s, u: shape_factor(s.fan_in, s.fan_out, shape_scale)
-            * newton_schulz(u, ns_steps, ns_coeffs, dtype=ns_dtype, method=ns_method), specs, u)
+        # each matrix orthogonalised once, whole (on its owner device when sharded: scaling.sharding)
+        orthogonal = per_matrix(lambda x: newton_schulz(x, ns_steps, ns_coeffs, dtype=ns_dtype, method=ns_method),
+                                specs, u)
+        direction = map_with_specs(lambda s, o: shape_factor(s.fan_in, s.fan_out, shape_scale) * o, specs, orthogonal)
         return direction, state
 
     return optax.GradientTransformation(init_momentum, update_fn)

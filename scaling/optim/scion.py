@@ -25,6 +25,7 @@ from scaling.optim.common import apply_lr, hyper_values, scale_and_decay, scale_
 from scaling.optim.lmo import unit_direction
 from scaling.optim.newton_schulz import NewtonSchulzSettings, newton_schulz
 from scaling.optim.section import OptimConfig
+from scaling.sharding import per_matrix
 from scaling.specs import ROLES, tree_map_specs
 
 
@@ -61,8 +62,12 @@ def scale_by_scion(specs: Any, norms, radius: dict, alpha, polar: Callable) -> o
         del params
         d = jax.tree_util.tree_map(lambda d, g: (1 - alpha) * d + alpha * g.astype(jnp.float32),
                                    state.averaged_grad, grads)
+        # polar factors of the spectral leaves first: each matrix once, whole (scaling.sharding.per_matrix);
+        # the other norms are row/column-separable and run on the shards
+        polars = per_matrix(polar, specs, d, select=lambda s: norms.get(s.role) == "spectral")
         direction = tree_map_specs(
-            lambda s, d: radius[s.role] * unit_direction(d, s, norms.get(s.role), polar), specs, d)
+            lambda s, d, p: radius[s.role] * unit_direction(d, s, norms.get(s.role), lambda _, p=p: p),
+            specs, d, polars)
         return direction, ScionState(d)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -13,10 +13,16 @@ Cluster options are submitit's AutoExecutor parameters, given as --slurm KEY=VAL
     slurm_setup='["module load cuda/12.4", "source ~/venv/bin/activate"]'
     max_num_timeout=20   (requeues allowed per task after preemption/timeout; default 20)
 `--slurm-cluster local` runs the same code path with submitit's local executor (tests, a laptop).
+
+One run over several hosts is one job instead (`submit_run(cfg, out_dir, nodes=N)`): N nodes with one
+task each, every task a `MultiHostJob` that joins jax.distributed from the job's environment (submitit's
+JobEnvironment: the first host of the job runs the coordinator) and then trains the run. With
+`cluster="local"` the N "hosts" are N tasks on this machine.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -143,3 +149,93 @@ def run_slurm(store: str | Path, experiment: str, workers: int, options: WorkerO
     code, line = sweep_outcome(st, run_ids, options.max_attempts)  # the store's state, not the tasks' codes
     print(f"sweep {experiment}: {line}", flush=True)
     return code
+
+
+# ---------------------------------------------------------------- one run over several hosts
+
+PORT_RANGE = (61440, 4096)  # jax's SLURM rule (jax/_src/clusters/slurm_cluster.py): job id mod 4096, from 61440
+
+
+def coordinator_port(job_id: str) -> int:
+    """The coordinator's port for a job: the same on every task, and unlikely to collide between jobs."""
+    digits = re.sub(r"\D", "", str(job_id)) or "0"
+    return PORT_RANGE[0] + int(digits) % PORT_RANGE[1]
+
+
+def job_processes(env: Any, port: int | None = None):
+    """This task's place in a multi-host job, from a submitit JobEnvironment (SLURM's or the local
+    executor's variables). One task per node drives all of its node's devices; several tasks per node
+    drive one device each, numbered by the task's local rank."""
+    from scaling.api import distributed_processes  # noqa: PLC0415
+
+    tasks, nodes = env.num_tasks, env.num_nodes
+    coordinator = f"{env.hostnames[0]}:{port or coordinator_port(env.raw_job_id)}"
+    return distributed_processes(coordinator, tasks, env.global_rank, None if tasks == nodes else [env.local_rank])
+
+
+class MultiHostJob:
+    """What every task of a multi-host job runs: join jax.distributed (before any JAX computation), then
+    fn(*args). Picklable (submitit pickles it with cloudpickle)."""
+
+    def __init__(self, fn, *args, port: int | None = None, timeout_s: int = 300):
+        self.fn, self.args, self.port, self.timeout_s = fn, args, port, timeout_s
+
+    def __call__(self):
+        from scaling.api import initialize_distributed  # noqa: PLC0415
+
+        submitit = import_submitit()
+        initialize_distributed(job_processes(submitit.JobEnvironment(), self.port), self.timeout_s)
+        return self.fn(*self.args)
+
+
+def multihost_parameters(nodes: int, parameters: dict[str, Any] | None = None, cluster: str | None = None) -> dict:
+    """submitit parameters of one multi-host job: `nodes` nodes with one task each (on the local executor,
+    `nodes` tasks on this machine); the rest as for the array (timeout_min, slurm_partition, gpus_per_node...)."""
+    from scaling.api import ConfigError  # noqa: PLC0415
+
+    if not isinstance(nodes, int) or nodes < 1:
+        raise ConfigError(f"nodes={nodes!r} must be a positive integer (hosts of the run)")
+    params = {"timeout_min": 60, **(parameters or {})}
+    for key in ("nodes", "tasks_per_node", "slurm_array_parallelism"):
+        if key in params:
+            raise ConfigError(f"--slurm {key}={params[key]}: a multi-host run sets it "
+                              f"(nodes={nodes}, one task per node)")
+    if cluster == "local":
+        return {**{k: v for k, v in params.items() if not k.startswith("slurm_")}, "tasks_per_node": nodes}
+    return {**params, "nodes": nodes, "tasks_per_node": 1}
+
+
+def multihost_executor(nodes: int, folder: str | Path, parameters: dict[str, Any] | None = None,
+                       cluster: str | None = None):
+    """The submitit executor of one multi-host job (submitit's logs under folder/<job id>)."""
+    submitit = import_submitit()
+    params = multihost_parameters(nodes, parameters, cluster)
+    requeues = params.pop("max_num_timeout", MAX_REQUEUES)
+    folder = Path(folder) / "%j"
+    if cluster == "local":
+        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=requeues)
+    else:
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=requeues)
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit_multihost(fn, args: tuple, nodes: int, folder: str | Path, parameters: dict[str, Any] | None = None,
+                     cluster: str | None = None, port: int | None = None, timeout_s: int = 300):
+    """Submit one job of `nodes` hosts whose every task runs MultiHostJob(fn, *args); returns the job."""
+    executor = multihost_executor(nodes, folder, parameters, cluster)
+    return executor.submit(MultiHostJob(fn, *args, port=port, timeout_s=timeout_s))
+
+
+def _train_run(cfg, out_dir: str) -> dict:
+    from scaling.api import train  # noqa: PLC0415
+
+    return train(cfg, out_dir)
+
+
+def submit_run(cfg, out_dir: str | Path, nodes: int, parameters: dict[str, Any] | None = None,
+               cluster: str | None = None, folder: str | Path | None = None):
+    """Submit one run (a scaling.api.Config) trained over `nodes` hosts: one SLURM job of `nodes` nodes,
+    one task each; submitit's logs go to folder (default: <out_dir>/_submitit/<job id>)."""
+    folder = Path(out_dir) / "_submitit" if folder is None else Path(folder)
+    return submit_multihost(_train_run, (cfg, str(out_dir)), nodes, folder, parameters, cluster)
