@@ -8,7 +8,8 @@
     scaling sweep migrate --store DIR                  re-key runs registered by older code (sweeps.migrate)
 
 `--track` mirrors every run's metrics to W&B and/or TensorBoard (scaling.trackers): the choice is kept in the
-experiment's manifest, so the workers of every executor see it, and is not part of any run's identity.
+experiment's manifest, so the workers of every executor see it, and is not part of any run's identity; a
+rerun without --track keeps it, `--track none` turns it off.
 
 EXPERIMENT is a name under sweeps/experiments/ or a path to a .py file. Spec errors exit with status 2
 before anything is written. `sweep run` exits 0 when every run is done or diverged, 1 when some failed
@@ -162,6 +163,16 @@ def cmd_list(args: argparse.Namespace) -> int:  # noqa: ARG001
     return 0
 
 
+def _recorded_track(store, name: str) -> dict | None:
+    """The tracker choice a previous `sweep run --track` recorded for this experiment (None: none yet)."""
+    from scaling.api import ConfigError  # noqa: PLC0415
+
+    try:
+        return store.manifest(name).get("track")
+    except ConfigError:  # not registered yet
+        return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from sweeps.store import Store  # noqa: PLC0415
     from sweeps.worker import WorkerOptions  # noqa: PLC0415
@@ -184,7 +195,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return cmd_plan(argparse.Namespace(experiment=args.experiment, store=args.store))
     store = Store(args.store)
-    track = {"kinds": list(kinds), "project": args.track_project, "dir": args.track_dir} if kinds else None
+    if getattr(args, "track", None) is None:  # a rerun without --track keeps the sweep's trackers
+        track = _recorded_track(store, experiment.name)
+    else:  # --track none turns them off
+        track = {"kinds": list(kinds), "project": args.track_project, "dir": args.track_dir} if kinds else None
     ids = store.register(experiment, runs, track=track)
     options = WorkerOptions(max_attempts=args.max_attempts, lease_ttl=args.lease_ttl,
                             batch=args.batch or experiment.batch, max_batch=args.max_batch, jax_cache=args.jax_cache)

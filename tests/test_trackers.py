@@ -196,3 +196,30 @@ def test_train_refuses_an_unknown_tracker_before_writing(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--set", "data.source=synthetic", "--out", str(out), "--track", "tensorbord"]) == 2
     assert "--track='tensorbord'" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_rerun_without_track_keeps_the_sweeps_trackers(tmp_path, monkeypatch):
+    """Regression: `sweep run` without --track recorded "no trackers", so resuming a tracked sweep silently
+    stopped mirroring it; now a rerun keeps the recorded choice and `--track none` turns it off."""
+    from scaling_cli import main
+    from sweeps.store import Store
+
+    recorded = []
+
+    class Registered(Exception):
+        pass
+
+    real_register = Store.register
+
+    def register(self, experiment, runs, log=print, track=None):
+        ids = real_register(self, experiment, runs, log=log, track=track)
+        recorded.append(self.manifest(experiment.name)["track"])
+        raise Registered  # stop before any worker starts
+
+    monkeypatch.setattr(Store, "register", register)
+    store = str(tmp_path / "store")
+    for flags in (["--track", "tensorboard"], [], ["--track", "none"], []):
+        with pytest.raises(Registered):
+            main(["sweep", "run", "quickstart", "--store", store, "--no-progress", *flags])
+    kinds = [t and t["kinds"] for t in recorded]
+    assert kinds == [["tensorboard"], ["tensorboard"], None, None]
