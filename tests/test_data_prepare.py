@@ -227,7 +227,7 @@ def _cli(capsys, *args) -> tuple[int, str]:
     return code, capsys.readouterr().err.strip()
 
 
-def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, prepared, corpus):
+def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, prepared, corpus, monkeypatch):
     from tokenizers import Tokenizer, models
 
     out = tmp_path / "out"
@@ -258,10 +258,8 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, prepared, corpus):
         ((corpus[0], "--out", out, "--val-fraction", 0.5), r"--val-fraction=0.5: 1 documents give an empty validation"),
         ((*corpus, "--out", prepared, "--vocab-size", 300), r"--out=.*holds shards prepared from other inputs"),
     ]
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        cases.append(((hf, "--out", out), r"hf.*needs the `datasets` package \(pip install datasets\)"))
+    cases.append(((hf, "--out", out), r"hf.*needs the `datasets` package \(pip install datasets\)"))
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as on a machine without it: importing it fails
     for args, pattern in cases:
         code, err = _cli(capsys, *args)
         assert code == 2 and len(err.splitlines()) == 1, (args, err)
@@ -269,3 +267,27 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, prepared, corpus):
         assert not out.exists(), (args, list(out.glob("*")))  # nothing left behind
     meta = json.loads((prepared / "meta.json").read_text())
     assert meta["settings"]["tokenizer"] == {"train_vocab_size": VOCAB}  # the refused rerun changed nothing
+
+
+def test_a_hugging_face_datasets_directory_gives_the_shards_of_the_same_documents(prepared, corpus, tmp_path):
+    """A `save_to_disk` directory is read through datasets.load_from_disk: its "text" rows are documents in
+    order, so it prepares to the same token shards as a JSON-lines file of the same texts."""
+    import datasets
+
+    docs = _documents(corpus)[2:]  # the scenes
+    hf = tmp_path / "hf"
+    datasets.Dataset.from_dict({"text": docs, "other": list(range(len(docs)))}).save_to_disk(str(hf))
+    jsonl = tmp_path / "same.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    outs = {}
+    for name, source in (("hf", hf), ("jsonl", jsonl)):
+        outs[name] = tmp_path / f"out_{name}"
+        prep.prepare([str(source)], outs[name], tokenizer=str(prepared / "tokenizer.json"),
+                     shard_tokens=SHARD_TOKENS, val_fraction=VAL_FRACTION)
+    shards = sorted(p.name for p in outs["jsonl"].glob("*.bin"))
+    assert shards and shards == sorted(p.name for p in outs["hf"].glob("*.bin"))
+    for name in shards:
+        assert (outs["hf"] / name).read_bytes() == (outs["jsonl"] / name).read_bytes(), name
+    splits = [json.loads((outs[k] / "meta.json").read_text())["splits"] for k in ("hf", "jsonl")]
+    assert splits[0]["train"]["documents"] + splits[0]["val"]["documents"] == len(docs)
+    assert [s_["train"]["tokens"] for s_ in splits] == [splits[1]["train"]["tokens"]] * 2
