@@ -29,6 +29,8 @@ from scaling.data import load_dataset
 from scaling.hyper import program_config
 from scaling.program import Program
 
+from benchmarks.train_throughput import step_timer
+
 
 def minimal_loss(cfg: Config, params: dict, tokens_BxT1: jax.Array, compute_dtype=jnp.float32) -> jax.Array:
     """Mean next-token cross-entropy of our transformer (SP multipliers: attention 1/sqrt(K), output 1)."""
@@ -95,20 +97,11 @@ def runners(cfg: Config, tokens) -> dict:
     """Two timers `run(steps, offset) -> seconds` over the same batches: ours and the minimal step."""
     require_reference(cfg)
     program = Program(program_config(cfg))
-    hp = program.hyper_values(cfg)
     B, T = cfg.run.batch_size, cfg.model.context
     ours = {"s": program.init_state(jax.random.PRNGKey(0), cfg)}
     step, tx = minimal_step_fn(cfg)
     params = jax.tree_util.tree_map(jnp.copy, ours["s"].params)
     mine = {"p": params, "o": tx.init(params)}
-
-    def run_ours(steps: int, offset: int) -> float:
-        batches = [make_batch(tokens, 0, offset + i, B, T + 1) for i in range(steps)]
-        t0 = time.perf_counter()
-        for i, b in enumerate(batches):
-            ours["s"], metrics = program.step(ours["s"], b, jnp.int32(offset + i), False, hp)
-        jax.block_until_ready(metrics["loss"])
-        return time.perf_counter() - t0
 
     def run_minimal(steps: int, offset: int) -> float:
         batches = [make_batch(tokens, 0, offset + i, B, T + 1) for i in range(steps)]
@@ -118,7 +111,7 @@ def runners(cfg: Config, tokens) -> dict:
         jax.block_until_ready(loss)
         return time.perf_counter() - t0
 
-    return {"ours": run_ours, "minimal": run_minimal}
+    return {"ours": step_timer(program, cfg, ours, tokens), "minimal": run_minimal}
 
 
 def require_reference(cfg: Config) -> None:

@@ -43,11 +43,11 @@ REFERENCE = ["model.width=128", "model.depth=4", "model.n_heads=4", "model.conte
 # ----------------------------------------------------------------------------- JAX
 
 
-def jax_runner(cfg, tokens):
-    program = Program(program_config(cfg))
+def step_timer(program: Program, cfg, state: dict, tokens):
+    """run(steps, offset) -> seconds of our compiled step over the batches offset .. offset + steps - 1
+    (made before the clock starts); state {"s": TrainState} is updated in place."""
     hp = program.hyper_values(cfg)
     B, T = cfg.run.batch_size, cfg.model.context
-    state = {"s": program.init_state(jax.random.PRNGKey(0), cfg)}
 
     def run(steps: int, offset: int) -> float:
         batches = [make_batch(tokens, 0, offset + i, B, T + 1) for i in range(steps)]
@@ -57,6 +57,12 @@ def jax_runner(cfg, tokens):
         jax.block_until_ready(m["loss"])
         return time.perf_counter() - t0
 
+    return run
+
+
+def jax_runner(cfg, tokens):
+    program = Program(program_config(cfg))
+    run = step_timer(program, cfg, {"s": program.init_state(jax.random.PRNGKey(0), cfg)}, tokens)
     run(2, 0)  # compile
     return run
 
