@@ -39,12 +39,12 @@ import functools
 import glob
 import importlib.metadata
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from scaling.config import ConfigError, DataConfig
+from scaling.logs import write_bytes_atomic
 
 TRAIN, VAL = 0, 1  # batch streams
 
@@ -273,8 +273,7 @@ def _memmap(path: Path, dtype, offset: int, count: int) -> np.ndarray:
 
 def write_shard(path: str | Path, tokens: np.ndarray, dtype: str | np.dtype) -> None:
     """Write tokens as the llm.c token file `_open` reads (uint16: GPT-2 magic, uint32: Llama-3 magic),
-    atomically: a temporary file beside it, fsynced, renamed over path (a killed writer leaves the old
-    file or none, never a torn one)."""
+    atomically (scaling.logs.write_bytes_atomic)."""
     path, dtype = Path(path), np.dtype(dtype)
     magic = next((m for m, (_, d, _) in HEADERS.items() if d == dtype), None)
     if magic is None:
@@ -286,13 +285,7 @@ def write_shard(path: str | Path, tokens: np.ndarray, dtype: str | np.dtype) -> 
         raise ValueError(f"{path}: token ids outside [0, {np.iinfo(dtype).max}] do not fit {dtype}")
     header = np.zeros(HEADER_BYTES // 4, dtype="<i4")
     header[:3] = magic, HEADERS[magic][0], len(tokens)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(header.tobytes())
-        f.write(tokens.astype(dtype.newbyteorder("<"), copy=False).tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, header.tobytes(), tokens.astype(dtype.newbyteorder("<"), copy=False).tobytes())
 
 
 @dataclasses.dataclass(frozen=True)

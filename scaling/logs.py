@@ -13,15 +13,21 @@ from typing import Any
 FINAL_STATES = ("done", "diverged")
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over the target."""
+def write_bytes_atomic(path: str | Path, *chunks: bytes) -> None:
+    """Write the chunks to a temporary file in the same directory (.NAME.tmpPID), fsync, then rename over
+    the target: a killed writer leaves the old file or none, never a torn one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, allow_nan=True)
+    with open(tmp, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True, allow_nan=True).encode())
 
 
 def read_jsonl(path: str | Path, require_step: bool = True) -> tuple[list[dict], list[int]]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -42,7 +41,7 @@ import numpy as np
 from scaling.config import ConfigError
 from scaling.corpus import Source, find_sources, read_documents
 from scaling.data import HEADER_BYTES, HEADERS, PREPARED_META, write_shard
-from scaling.logs import write_json_atomic
+from scaling.logs import write_bytes_atomic, write_json_atomic
 
 FORMAT_VERSION = 1
 MANIFEST, TOKENIZER = "manifest.json", "tokenizer.json"
@@ -207,20 +206,11 @@ def _check_shards(out: Path, manifest: dict) -> None:
 
 
 def _remove_temporaries(out: Path) -> None:
-    """Leftovers of our atomic writes killed before their rename (scaling.data.write_shard, write_json_atomic)."""
+    """Leftovers of our atomic writes killed before their rename (scaling.logs.write_bytes_atomic)."""
     for pattern in (".train_*.bin.tmp*", ".val_*.bin.tmp*", f".{MANIFEST}.tmp*", f".{PREPARED_META}.tmp*",
                     f".{TOKENIZER}.tmp*"):
         for tmp in out.glob(pattern):
             tmp.unlink(missing_ok=True)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:
@@ -282,7 +272,7 @@ def _prepare(out: Path, sources: list[Source], settings: dict, manifest: dict | 
     with _Progress(progress) as bar:
         if given is not None:
             tok = given
-            _write_atomic(out / TOKENIZER, tok_path.read_bytes())  # the shards name the copy beside them
+            write_bytes_atomic(out / TOKENIZER, tok_path.read_bytes())  # the shards name the copy beside them
         elif manifest is not None and (out / TOKENIZER).is_file() and \
                 _sha256(out / TOKENIZER) == manifest["tokenizer"]["sha256"]:
             tok = _load_tokenizer(out / TOKENIZER)  # trained before the interruption
@@ -290,7 +280,7 @@ def _prepare(out: Path, sources: list[Source], settings: dict, manifest: dict | 
             texts = (t for i, t in enumerate(read_documents(sources, bar.task("train tokenizer", total)))
                      if not is_validation(i, settings["val_fraction"]))
             tok = train_tokenizer(texts, settings["tokenizer"]["train_vocab_size"])
-            _write_atomic(out / TOKENIZER, tok.to_str().encode())
+            write_bytes_atomic(out / TOKENIZER, tok.to_str().encode())
         where = f"--tokenizer={str(tok_path)!r}" if tok_path else "the trained tokenizer"
         sep_token, sep_id = _separator_id(tok, settings["separator"], where)
         tokenizer_info = {"file": TOKENIZER, "sha256": _sha256(out / TOKENIZER), "vocab_size": _vocab_size(tok),

@@ -198,15 +198,17 @@ class RunRecord:
     def finish(self) -> dict:
         """Write summary.json (atomically, last) and return it."""
         last, status = self.last_row, self.status
+        final_val = last.get("val_loss") if status == "done" else None
+        best_val = min(self.val_losses) if self.val_losses else None
         summary = {
             "status": status,
             "steps": last.get("step", 0),
             "tokens": last.get("tokens", 0),
             "final_train_loss": last.get("train_loss"),
-            "final_val_loss": last.get("val_loss") if status == "done" else None,
-            "best_val_loss": min(self.val_losses) if self.val_losses else None,
-            "final_val_bpb": bits_per_byte(last.get("val_loss") if status == "done" else None, self.bytes_per_token),
-            "best_val_bpb": bits_per_byte(min(self.val_losses) if self.val_losses else None, self.bytes_per_token),
+            "final_val_loss": final_val,
+            "best_val_loss": best_val,
+            "final_val_bpb": bits_per_byte(final_val, self.bytes_per_token),
+            "best_val_bpb": bits_per_byte(best_val, self.bytes_per_token),
             "initial_loss": self.initial_loss,
             "wall_time_s": self.elapsed_before + time.time() - self.t_start,
             "diverged_step": self.diverged_step,
