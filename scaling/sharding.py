@@ -55,7 +55,7 @@ import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from scaling.config_io import ConfigError, require
-from scaling.specs import ParamSpec, is_spec, tree_map_specs
+from scaling.specs import ParamSpec, is_spec, path_keys, tree_map_specs
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -112,6 +112,11 @@ class ShardingRules:
         return tuple((f.name, tuple(getattr(self, f.name)) or None) for f in dataclasses.fields(self))
 
 
+def mesh_axes_of(entry: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The mesh axes of one PartitionSpec entry (None, an axis name, or a tuple of them)."""
+    return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
 def partition_spec(axes: tuple[str | None, ...], shape: tuple[int, ...], rules: ShardingRules,
                    mesh: MeshShape) -> PartitionSpec:
     """The PartitionSpec of an array with logical `axes` and `shape` (module docstring)."""
@@ -123,7 +128,7 @@ def partition_spec(axes: tuple[str | None, ...], shape: tuple[int, ...], rules: 
     spec = nn.logical_to_mesh_axes(names, rules.table())
     entries = []
     for dim, entry in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        group = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+        group = mesh_axes_of(entry)
         entries.append(entry if group and dim % mesh.axis_size(group) == 0 else None)
     return PartitionSpec(*entries)
 
@@ -151,8 +156,7 @@ class Layout:
         batch = set(self.rules.batch)
         keep = []
         for entry in self.param_spec(spec):
-            group = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-            rest = tuple(a for a in group if a not in batch)
+            rest = tuple(a for a in mesh_axes_of(entry) if a not in batch)
             keep.append(None if not rest else rest[0] if len(rest) == 1 else rest)
         return PartitionSpec(*keep)
 
@@ -174,10 +178,10 @@ class Layout:
         """Shardings of a tree (params and optimizer state): a leaf whose key path ends with a parameter's
         path and has its shape is sharded like that parameter; every other leaf is replicated."""
         flat, _ = jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec)
-        by_path = {_keys(p): s for p, s in flat}
+        by_path = {path_keys(p): s for p, s in flat}
 
         def sharding(path, leaf):
-            keys = _keys(path)
+            keys = path_keys(path)
             for k in range(len(keys)):
                 s = by_path.get(keys[k:])
                 if s is not None and tuple(getattr(leaf, "shape", ())) == tuple(s.shape):
@@ -195,10 +199,6 @@ class Layout:
                 yield
         finally:
             _ACTIVE.reset(token)
-
-
-def _keys(path) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def layout_of(run) -> Layout | None:

@@ -118,7 +118,8 @@ def spec_leaves_with_paths(specs: Any) -> list[tuple[str, ParamSpec]]:
     return [(path_str(p), s) for p, s in flat]
 
 
-def path_str(path) -> str:
+def path_keys(path) -> tuple[str, ...]:
+    """A pytree key path as plain strings (dict keys, sequence indices, attribute names)."""
     parts = []
     for k in path:
         if isinstance(k, jax.tree_util.DictKey):
@@ -129,4 +130,8 @@ def path_str(path) -> str:
             parts.append(k.name)
         else:
             parts.append(str(k))
-    return ".".join(parts)
+    return tuple(parts)
+
+
+def path_str(path) -> str:
+    return ".".join(path_keys(path))
