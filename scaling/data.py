@@ -271,13 +271,19 @@ def _memmap(path: Path, dtype, offset: int, count: int) -> np.ndarray:
     return np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r", offset=offset, shape=(count,))
 
 
+def header_magic(dtype: str | np.dtype) -> int:
+    """The llm.c header magic of a token dtype (uint16: GPT-2's, uint32: Llama-3's)."""
+    magic = next((m for m, (_, d, _) in HEADERS.items() if d == np.dtype(dtype)), None)
+    if magic is None:
+        raise ValueError(f"llm.c token files hold uint16 or uint32 tokens, not {np.dtype(dtype)}")
+    return magic
+
+
 def write_shard(path: str | Path, tokens: np.ndarray, dtype: str | np.dtype) -> None:
     """Write tokens as the llm.c token file `_open` reads (uint16: GPT-2 magic, uint32: Llama-3 magic),
     atomically (scaling.logs.write_bytes_atomic)."""
     path, dtype = Path(path), np.dtype(dtype)
-    magic = next((m for m, (_, d, _) in HEADERS.items() if d == dtype), None)
-    if magic is None:
-        raise ValueError(f"llm.c token files hold uint16 or uint32 tokens, not {dtype}")
+    magic = header_magic(dtype)
     tokens = np.asarray(tokens)
     if len(tokens) >= 2**31:
         raise ValueError(f"{path}: {len(tokens)} tokens do not fit the header's int32 count")

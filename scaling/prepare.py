@@ -40,7 +40,7 @@ import numpy as np
 
 from scaling.config import ConfigError
 from scaling.corpus import Source, find_sources, read_documents
-from scaling.data import HEADER_BYTES, HEADERS, PREPARED_META, write_shard
+from scaling.data import HEADER_BYTES, HEADERS, PREPARED_META, header_magic, write_shard
 from scaling.logs import write_bytes_atomic, write_json_atomic
 
 FORMAT_VERSION = 1
@@ -304,7 +304,7 @@ def _prepare(out: Path, sources: list[Source], settings: dict, manifest: dict | 
     if settings["val_fraction"] > 0 and not n_val:
         raise ConfigError(f"--val-fraction={settings['val_fraction']}: {n_train} documents give an empty validation "
                           f"split ({SPLIT_RULE})")
-    magic = next(m for m, (_, d, _) in HEADERS.items() if d.name == manifest["dtype"])
+    magic = header_magic(manifest["dtype"])
     meta = {"format": "scaling.prepare", "version": FORMAT_VERSION, "settings": settings,
             "sources": [{"path": str(s.path), "kind": s.kind, "bytes": s.size, "sha256": s.sha256} for s in sources],
             "tokenizer": tokenizer_info,
