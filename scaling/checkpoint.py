@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
 
 from scaling.logs import write_json_atomic
 
@@ -42,13 +45,35 @@ def digest_of(step_dir: Path) -> str:
 
 
 def all_finite(tree: Any) -> bool:
-    return all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree_util.tree_leaves(tree)
-               if np.issubdtype(np.asarray(leaf).dtype, np.inexact))
+    """Whether every float value of tree is finite; arrays spread over several processes are reduced on
+    their mesh (each process reads only its shards), so every process gets the same answer."""
+    floats = [leaf for leaf in jax.tree_util.tree_leaves(tree) if np.issubdtype(np.asarray(leaf).dtype
+              if not isinstance(leaf, jax.Array) else leaf.dtype, np.inexact)]
+    spread = [x for x in floats if isinstance(x, jax.Array) and not x.is_fully_addressable]
+    local = [x for x in floats if not (isinstance(x, jax.Array) and not x.is_fully_addressable)]
+    if not all(np.isfinite(np.asarray(x)).all() for x in local):
+        return False
+    if not spread:
+        return True
+    replicated = NamedSharding(spread[0].sharding.mesh, PartitionSpec())
+    finite = jax.jit(lambda xs: jnp.all(jnp.stack([jnp.isfinite(x).all() for x in xs])), out_shardings=replicated)
+    return bool(finite(spread))
+
+
+def _barrier(name: str) -> None:
+    """Every process of a jax.distributed job waits here (a no-op for one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 class Checkpointer:
-    def __init__(self, directory: str | Path, keep: int = 2):
+    """In a job of several processes every process saves and restores (orbax writes each process's
+    shards), and only process 0 (`primary`) writes the digests and sets damaged steps aside: the others
+    read the same directory, which must be on a filesystem every host sees."""
+
+    def __init__(self, directory: str | Path, keep: int = 2, primary: bool = True):
         self.directory = Path(directory).absolute()
+        self.primary = primary
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -56,6 +81,7 @@ class Checkpointer:
         self._record_digest(step, None)  # until the new files are complete, no digest vouches for them
         self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
         self.manager.wait_until_finished()
+        _barrier(f"scaling-checkpoint-saved-{step}")  # every process's shards are in place before the digest
         self._record_digest(step, digest_of(self.directory / str(step)))
 
     def restore_latest(self, target: Any) -> tuple[int, Any] | None:
@@ -83,10 +109,12 @@ class Checkpointer:
     def _set_aside(self, step: int, problem: str) -> None:
         source = self.directory / str(step)
         dest = self.directory.parent / "quarantine" / time.strftime("%Y%m%d-%H%M%S") / str(os.getpid()) / f"ckpt-{step}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, dest)
+        if self.primary:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, dest)
+            warnings.warn(f"checkpoint {source} {problem}; set aside in {dest}, trying an older one", stacklevel=3)
+        _barrier(f"scaling-checkpoint-set-aside-{step}")  # the others list the steps once it is gone
         self.manager.reload()
-        warnings.warn(f"checkpoint {source} {problem}; set aside in {dest}, trying an older one", stacklevel=3)
 
     def _digests(self) -> dict[str, str]:
         try:
@@ -96,6 +124,8 @@ class Checkpointer:
             return {}
 
     def _record_digest(self, step: int, digest: str | None) -> None:
+        if not self.primary:
+            return
         present = {str(s) for s in self.manager.all_steps()} | {str(step)}
         digests = {s: d for s, d in self._digests().items() if s in present and s != str(step)}
         if digest is not None:

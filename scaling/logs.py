@@ -61,19 +61,23 @@ def _clean(v: Any) -> Any:
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON object per logged step, flushed per line."""
+    """metrics.jsonl: one JSON object per logged step, flushed per line. A reader (writable=False: the
+    processes other than 0 of a multi-process run) reads the same rows and writes nothing."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, writable: bool = True):
         self.path = Path(path)
+        self.writable = writable
         self._file = None
 
     def restart_at(self, step: int) -> list[dict]:
         """Keep the valid rows with row.step <= step (the checkpoint), drop the rest, and reopen for
         appending. Corrupt lines (a crash mid-write) are reported with the path and dropped."""
         rows, bad = read_jsonl(self.path)
+        kept = [r for r in rows if r["step"] <= step]
+        if not self.writable:
+            return kept
         if bad:
             warnings.warn(f"{self.path}: dropped {len(bad)} corrupt line(s) (line {bad[0]} first)", stacklevel=2)
-        kept = [r for r in rows if r["step"] <= step]
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with open(tmp, "w") as f:
             for r in kept:
@@ -85,6 +89,8 @@ class MetricsLog:
         return kept
 
     def append(self, row: dict) -> None:
+        if not self.writable:
+            return
         self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}, sort_keys=True) + "\n")
         self._file.flush()
 

@@ -69,9 +69,16 @@ class Program:
 
     def init_state(self, key: jax.Array, cfg: Config) -> TrainState:
         """The run's initial parameters (its own init scales and seed) and optimizer state."""
-        params, _ = models.init(cfg.model, key, cfg.param, cfg.optim)
-        state = TrainState(params, self._init_tx.init(params))
-        return state if self.layout is None else jax.device_put(state, self.state_shardings(state))
+        def build(key):
+            params, _ = models.init(cfg.model, key, cfg.param, cfg.optim)
+            return TrainState(params, self._init_tx.init(params))
+
+        if self.layout is None:
+            return build(key)
+        # Built in place on the mesh (each device computes only its shards) from a key every process
+        # holds: nothing is placed from one device, which neither fits large models nor spans processes.
+        shardings = self.state_shardings(jax.eval_shape(build, key))
+        return jax.jit(build, out_shardings=shardings)(np.asarray(key))
 
     def state_shardings(self, state: TrainState) -> TrainState:
         """The layout's sharding of every leaf of a (K = 1) train state."""
@@ -157,17 +164,24 @@ class Program:
         evaluate = jax.jit(self.evaluate_fn, out_shardings=rep)
         norms = jax.jit(self.norms_fn, in_shardings=(state_sh.params,), out_shardings=rep)
 
-        def under_mesh(fn):
+        def under_mesh(fn, jitted):
             def call(*args):
                 with layout.activate():
                     return fn(*args)
-            call.jitted = fn  # for lowering (benchmarks/comm_volume.py)
+            call.jitted = jitted  # for lowering (benchmarks/comm_volume.py)
             return call
 
-        def evaluate_sharded(params, val):
-            return evaluate(params, jax.device_put(val, val_sh(val)))
+        # Host inputs become global arrays (Layout.put), as a job of several processes needs: every
+        # process holds the whole batch, the validation set and the scalars, and places its own slices.
+        def step_sharded(state, tokens_BxT1, s, with_norms, hp):
+            return step(state, layout.put(tokens_BxT1, tokens_sh), np.int32(s), np.bool_(with_norms),
+                        {k: np.asarray(v) for k, v in hp.items()})
 
-        return Compiled(under_mesh(step), under_mesh(evaluate_sharded), under_mesh(norms))
+        def evaluate_sharded(params, val):
+            return evaluate(params, tuple(layout.put(a, sh) for a, sh in zip(val, val_sh(val))))
+
+        return Compiled(under_mesh(step_sharded, step), under_mesh(evaluate_sharded, evaluate),
+                        under_mesh(norms, norms))
 
     def _abstract_state(self):
         params = jax.eval_shape(lambda: models.init(self.cfg.model, jax.random.PRNGKey(0), self.cfg.param,

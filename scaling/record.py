@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -30,7 +29,7 @@ from scaling import data as data_lib
 from scaling import models
 from scaling.checkpoint import Checkpointer
 from scaling.config import Config
-from scaling.logs import write_json_atomic
+from scaling.logs import MetricsLog, write_json_atomic
 from scaling.norm_log import flatten_for_log
 from scaling.trackers import Tracking, metrics_log
 
@@ -96,18 +95,22 @@ class RunRecord:
     not depend on how many runs it was trained with."""
 
     def __init__(self, cfg: Config, out: Path, may_write: Callable[[], bool] | None = None,
-                 tracking: Tracking | None = None):
+                 tracking: Tracking | None = None, primary: bool = True):
         """may_write: asked before every write of the run's files (metrics, checkpoints, summary); False
         raises OwnershipLost (a driver's fencing check: the run's lease is still this process's).
-        tracking: tracker mirrors of metrics.jsonl (scaling.trackers; None: none)."""
+        tracking: tracker mirrors of metrics.jsonl (scaling.trackers; None: none). primary=False (the
+        processes other than 0 of a multi-process run): the same bookkeeping, from the same metrics,
+        but only checkpoint shards are written (scaling.checkpoint); metrics and summary are process 0's."""
         run = cfg.run
         self.cfg, self.out = cfg, out
         self.may_write = may_write or (lambda: True)
         self.tokens_per_step = run.batch_size * cfg.model.context
         self.horizons = set(eval_steps(run.steps, run.eval_per_octave))
         self.norms_every = run.norms_every or run.log_every
-        self.ckpt = Checkpointer(out / "ckpt")
-        self.log = metrics_log(out / "metrics.jsonl", tracking, cfg)  # mirrored to the trackers, if any
+        self.primary = primary
+        self.ckpt = Checkpointer(out / "ckpt", primary=primary)
+        self.log = (metrics_log(out / "metrics.jsonl", tracking, cfg) if primary  # mirrored to the trackers
+                    else MetricsLog(out / "metrics.jsonl", writable=False))
         self.status, self.reason, self.diverged_step = "done", None, None
         self.start, self.initial_loss, self.elapsed_before = 0, math.nan, 0.0
         self.val_losses: list[float] = []
@@ -118,8 +121,7 @@ class RunRecord:
     def restore(self, state: Any) -> Any:
         """The newest readable checkpoint's train state, or the given initial one (a TrainState: params and
         opt_state, saved as they are); metrics.jsonl is cut back to the restored step."""
-        saved = {"params": state.params, "opt_state": state.opt_state, "step": jnp.int32(0),
-                 "initial_loss": jnp.float32(jnp.nan), "elapsed_s": jnp.float32(0.0)}
+        saved = {"params": state.params, "opt_state": state.opt_state, **checkpoint_scalars(0, math.nan, 0.0)}
         self.fence("checkpoints and metrics")  # restoring may set a checkpoint aside and cuts metrics back
         restored = self.ckpt.restore_latest(saved)
         if restored is not None:
@@ -188,8 +190,8 @@ class RunRecord:
     def save(self, n: int, state: Any) -> None:
         elapsed = self.elapsed_before + time.time() - self.t_start
         self.fence(f"checkpoint of step {n}")
-        self.ckpt.save(n, {"params": state.params, "opt_state": state.opt_state, "step": jnp.int32(n),
-                           "initial_loss": jnp.float32(self.initial_loss), "elapsed_s": jnp.float32(elapsed)})
+        self.ckpt.save(n, {"params": state.params, "opt_state": state.opt_state,
+                           **checkpoint_scalars(n, self.initial_loss, elapsed)})
 
     def close(self) -> None:
         self.log.close()
@@ -217,8 +219,16 @@ class RunRecord:
                if k.startswith("n_params") or k == "flops_per_token"},
         }
         self.fence("summary")
-        write_json_atomic(self.out / "summary.json", summary)
+        if self.primary:
+            write_json_atomic(self.out / "summary.json", summary)
         return summary
+
+
+def checkpoint_scalars(step: int, initial_loss: float, elapsed_s: float) -> dict:
+    """A checkpoint's host scalars, as numpy values: orbax writes those once (from process 0), where a
+    one-device jax array would be written by every process of a multi-process job."""
+    return {"step": np.asarray(step, np.int32), "initial_loss": np.asarray(initial_loss, np.float32),
+            "elapsed_s": np.asarray(elapsed_s, np.float32)}
 
 
 

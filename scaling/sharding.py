@@ -174,6 +174,14 @@ class Layout:
         names[axis] = "batch"
         return NamedSharding(self.mesh, partition_spec(tuple(names), tuple(shape), self.rules, self.shape))
 
+    @staticmethod
+    def put(host: Any, sharding: NamedSharding) -> jax.Array:
+        """A global array from a host value that every process holds whole (a batch is a pure function of
+        seed and step; hyperparameters and seeds are in the config): each process materialises only its
+        own devices' slices. jax.device_put cannot place a host value across processes."""
+        host = np.asarray(host)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
     def state_shardings(self, state: Any, specs: Any) -> Any:
         """Shardings of a tree (params and optimizer state): a leaf whose key path ends with a parameter's
         path and has its shape is sharded like that parameter; every other leaf is replicated."""

@@ -38,6 +38,7 @@ import numpy as np
 from scaling import data as data_lib
 from scaling import hyper
 from scaling.config import Config, ConfigError, ModelConfig, to_dict
+from scaling.distributed import is_primary
 from scaling.identity import check_same_run
 from scaling.logs import FINAL_STATES, write_json_atomic
 from scaling.models import count_params, param_specs
@@ -98,11 +99,7 @@ def train_runs(cfgs: list[Config], out_dirs: list[str | Path], *, progress: bool
         return results  # type: ignore[return-value]
     cfg0 = cfgs[todo[0]]
     check_fits_in_memory(cfg0, members=len(todo))  # input errors before any allocation or write
-    if jax.process_count() > 1:  # README, "Multi-node training"
-        raise ConfigError(f"this process is 1 of {jax.process_count()} in a jax.distributed job: the training loop "
-                          "does not run one run over several processes yet (it feeds host batches, writes the run's "
-                          "files from every process, and checkpoints single-host); the data-parallel step itself is "
-                          "tested over processes (tests/test_multihost.py)")
+    primary = check_processes(cfg0)
     dataset = data_lib.load_dataset(cfg0.data, cfg0.model.vocab_size)
     data_lib.require_sequences(dataset, cfg0.data, cfg0.model.context + 1)
     program = get_program(cfg0)
@@ -110,14 +107,15 @@ def train_runs(cfgs: list[Config], out_dirs: list[str | Path], *, progress: bool
     for i in todo:
         owned = None if may_write is None else (lambda i=i: may_write(i))
         outs[i].mkdir(parents=True, exist_ok=True)
-        if not (outs[i] / "config.json").exists():
+        if primary and not (outs[i] / "config.json").exists():
             if owned is not None and not owned():
                 raise OwnershipLost(f"{outs[i]}: this process no longer owns the run; not writing its config.json")
             write_json_atomic(outs[i] / "config.json",
                               {**to_dict(cfgs[i]), "_meta": run_meta(cfgs[i], program.specs, dataset)})
-        records.append(RunRecord(cfgs[i], outs[i], may_write=owned, tracking=tracking[i] if tracking else None))
+        records.append(RunRecord(cfgs[i], outs[i], may_write=owned, tracking=tracking[i] if tracking and primary
+                                 else None, primary=primary))
         states.append(records[-1].restore(program.init_state(jax.random.PRNGKey(cfgs[i].run.seed), cfgs[i])))
-    bar = progress_bar(progress and len(todo) == 1, cfg0.run.steps, records[0].start)
+    bar = progress_bar(progress and primary and len(todo) == 1, cfg0.run.steps, records[0].start)
     try:
         if len({r.start for r in records}) > 1:
             raise MembersOutOfStep(f"runs resume from steps {[r.start for r in records]}; train them one by one")
@@ -130,6 +128,20 @@ def train_runs(cfgs: list[Config], out_dirs: list[str | Path], *, progress: bool
     for i, summary in zip(todo, summaries):
         results[i] = summary
     return results  # type: ignore[return-value]
+
+
+def check_processes(cfg: Config) -> bool:
+    """Whether this process writes the run's files. In a jax.distributed job of several processes
+    (scaling.distributed) one run spans every device of every process, each process drives the same loop on
+    the same host values (batches are a pure function of seed and step) and places its own slices of each
+    (Layout.put); metrics are replicated, so every process takes the same decisions (divergence, horizons,
+    checkpoints) and only process 0 writes metrics, summary and digests. Checkpoints are written by all."""
+    if jax.process_count() == 1:
+        return True
+    if cfg.run.mesh.size != jax.device_count():
+        raise ConfigError(f"run.mesh={dataclasses.asdict(cfg.run.mesh)} has {cfg.run.mesh.size} devices; a job of "
+                          f"{jax.process_count()} processes trains one run over all {jax.device_count()} of its devices")
+    return is_primary()
 
 
 def check_fits_in_memory(cfg: Config, members: int = 1) -> None:

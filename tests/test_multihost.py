@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def run_processes(code: str, args: list[str], roles: list[str], envs: list[dict]
     """Run `code` in one process per role (argv: *args, role; env updated by envs[i]), each printing one
     JSON line last; their JSON lines, in order. All are killed at the deadline."""
     clean = {k: v for k, v in os.environ.items() if k not in SLURM_VARS + LAYOUT_VARS}
-    logs = [open(tmp_path / f"process-{role}.log", "w+") for role in roles]
+    logs = [open(tmp_path / f"process-{i}.log", "w+") for i in range(len(roles))]
     procs = [subprocess.Popen([sys.executable, "-c", code, *args, role], cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT, env={**clean, **env})
              for role, log, env in zip(roles, logs, envs)]
@@ -155,6 +156,81 @@ def test_one_data_parallel_step_over_two_processes_matches_one_process(tmp_path)
                 for i, (g, w) in enumerate(zip(gots, wants)):
                     assert g.shape == w.shape and g.dtype == w.dtype, (name, kind, i)
                     np.testing.assert_allclose(g, w, rtol=1e-5, atol=atol(w), err_msg=f"{name} {kind} leaf {i}")
+
+
+# ---------------------------------------------------------------- the training loop over two processes
+
+# Roles "0"/"1": `scaling train` as process 0 or 1 of a two-process job, one CPU device each, run.mesh.fsdp=2;
+# role "reference": a lone process with two CPU devices and the same mesh; role "single": a lone process on
+# one device (no mesh), resuming whatever OUT holds. argv: coordinator, overrides, ROLE:OUT.
+TRAIN_CHILD = f"""
+import faulthandler, json, sys
+faulthandler.dump_traceback_later({DEADLINE_S - 20}, exit=True)
+import jax
+coordinator, overrides, (role, out) = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].split(":", 1)
+jax.config.update("jax_num_cpu_devices", 2 if role == "reference" else 1)
+from scaling.cli import main
+sets = [a for o in overrides + ([] if role == "single" else ["run.mesh.fsdp=2"]) for a in ("--set", o)]
+job = ["--coordinator", coordinator, "--num-processes", "2", "--process-id", role] if role in "01" else []
+code = main(["train", *sets, *job, "--quiet", "--out", out])
+print(json.dumps({{"code": code, "processes": jax.process_count(), "devices": jax.device_count()}}))
+"""
+TRAIN = TINY + ["model.depth=1", "run.steps=8", "optim.name=muon", "run.norms_every=2"]
+
+
+def _train_pair(tmp_path: Path, outs: list[tuple[str, Path]]) -> list[dict]:
+    """One `scaling train` per (role, OUT), all at once (roles "0" and "1" form one job)."""
+    roles = [f"{role}:{out}" for role, out in outs]
+    return run_processes(TRAIN_CHILD, [f"127.0.0.1:{free_port()}", json.dumps(TRAIN)], roles, [{}] * len(roles),
+                         tmp_path)
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _summary(out: Path) -> dict:
+    timeless = ("wall_time_s",)
+    return {k: v for k, v in json.loads((out / "summary.json").read_text()).items() if k not in timeless}
+
+
+def test_scaling_train_over_two_processes_matches_one_process_and_resumes(tmp_path):
+    """`scaling train` as a two-process job (one device each, run.mesh.fsdp=2: parameters and optimizer
+    state split across the processes, the batch too; Muon orthogonalising each whole matrix on its owner;
+    norms logged) writes the same metrics and summary as one process on a two-device mesh; only process 0
+    writes them (a second writer would double the rows), both write their checkpoint shards. Losing the last checkpoint
+    and the summary, the job resumes from step 4 and rewrites metrics.jsonl bit for bit; the same
+    checkpoint restores in a lone one-device process (a new mesh and process count) and finishes close."""
+    job, ref, single = tmp_path / "job", tmp_path / "reference", tmp_path / "single"
+    first = _train_pair(tmp_path, [("0", job), ("1", job), ("reference", ref)])
+    assert [(p["code"], p["processes"], p["devices"]) for p in first] == [(0, 2, 2), (0, 2, 2), (0, 1, 2)]
+    rows, want = _rows(job), _rows(ref)
+    assert [r["step"] for r in rows] == [r["step"] for r in want] and rows[-1]["step"] == 8
+    assert "val_loss" in rows[-1] and any("/" in k for k in rows[-1]), rows[-1]  # evaluated, norms logged
+    for got, exp in zip(rows, want):
+        assert got.keys() == exp.keys()
+        for k, v in exp.items():
+            np.testing.assert_allclose(got[k], v, rtol=1e-5, err_msg=f"step {exp['step']} {k}")
+    assert _summary(job)["status"] == "done"
+    assert sorted(p.name for p in (job / "ckpt").iterdir() if p.name.isdigit()) == ["4", "8"]
+    assert json.loads((job / "ckpt" / "digests.json").read_text()).keys() == {"4", "8"}
+    assert {p.name for p in (job / "ckpt" / "8" / "default").glob("ocdbt.process_*")} == {"ocdbt.process_0",
+                                                                                           "ocdbt.process_1"}
+
+    before = (job / "metrics.jsonl").read_bytes()
+    summary = _summary(job)
+    shutil.copytree(job, single)
+    for out in (job, single):  # a crash after step 8 was logged, before its checkpoint and the summary
+        shutil.rmtree(out / "ckpt" / "8")
+        (out / "summary.json").unlink()
+    again = _train_pair(tmp_path, [("0", job), ("1", job), ("single", single)])
+    assert [p["code"] for p in again] == [0, 0, 0]
+    assert not any((out / "quarantine").exists() for out in (job, single))  # step 4 was read, not set aside
+    assert (job / "metrics.jsonl").read_bytes() == before  # resumed from step 4: the same bytes
+    assert _summary(job) == summary
+    for got, exp in zip(_rows(single), _rows(job)):
+        for k, v in exp.items():
+            np.testing.assert_allclose(got[k], v, rtol=1e-4, err_msg=f"one device, step {exp['step']} {k}")
 
 
 # ---------------------------------------------------------------- SLURM's variables, for real and mocked
@@ -310,6 +386,20 @@ def test_several_processes_without_a_mesh_exit_2(tmp_path, capsys, no_layout_env
     assert recorded == [] and not out.exists()
 
 
+def test_a_mesh_short_of_the_jobs_devices_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """In a job of several processes the run spans every device: a smaller mesh would leave a process
+    without a slice of anything it is asked to compute."""
+    from scaling.config import load_config
+    from scaling.train import train
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "device_count", lambda: 4)
+    with pytest.raises(ConfigError, match=r"run\.mesh=.* has 2 devices; a job of 2 processes trains one run over "
+                                          r"all 4"):
+        train(load_config(overrides=TINY + ["run.mesh.data=2"]), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
 # ---------------------------------------------------------------- the submitit multi-host job
 
 def test_multihost_job_parameters(tmp_path, monkeypatch):
@@ -349,33 +439,28 @@ def test_job_processes_from_the_job_environment():
     assert job_processes(one_node, port=5000) == distributed.Processes(4, 2, "gpu017:5000", (2,), "arguments")
 
 
-def _report() -> dict:
-    """What each task of the local multi-host job returns (runs after MultiHostJob has initialised)."""
-    from jax.experimental import multihost_utils
-
-    gathered = multihost_utils.process_allgather(np.int32(jax.process_index()))
-    return {"process_id": jax.process_index(), "processes": jax.process_count(), "gathered": gathered.tolist()}
-
-
-def test_multihost_job_on_submitits_local_executor(tmp_path, monkeypatch):
-    """submit_multihost with cluster="local": two tasks, each joins jax.distributed from submitit's job
-    environment before the function runs, and they all-gather across each other."""
-    import cloudpickle  # submitit's pickler (installed with it)
-
-    from sweeps.executors.slurm import submit_multihost
+def test_a_run_over_two_hosts_through_submitits_local_executor(tmp_path, monkeypatch):
+    """submit_run with cluster="local": two tasks, each joins jax.distributed from submitit's job
+    environment, then both train the run as one (run.mesh.fsdp=2 over their two devices): one set of files,
+    checkpoint shards from each, and the same summary returned by both tasks."""
+    from scaling.config import load_config
+    from sweeps.executors.slurm import submit_run
 
     for var in SLURM_VARS + LAYOUT_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "1")
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the tasks cannot import this test module
-    try:
-        job = submit_multihost(_report, (), nodes=2, folder=tmp_path / "logs", parameters={"timeout_min": 2},
-                               cluster="local", port=free_port(), timeout_s=60)
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    out = tmp_path / "run"
+    cfg = load_config(overrides=TRAIN + ["run.steps=4", "run.mesh.fsdp=2"])
+    job = submit_run(cfg, out, nodes=2, parameters={"timeout_min": 2}, cluster="local", port=free_port())
     try:
         results = job.results()
     finally:
         if not job.done():
             job.cancel()
-    assert results == [{"process_id": i, "processes": 2, "gathered": [0, 1]} for i in range(2)], job.stderr()
+    written = json.loads((out / "summary.json").read_text())
+    assert written["status"] == "done" and written["steps"] == 4, job.stderr()
+    assert [{k: v for k, v in r.items() if k != "wall_time_s"} for r in results] == \
+        [{k: v for k, v in written.items() if k != "wall_time_s"}] * 2
+    steps = [r["step"] for r in _rows(out)]
+    assert steps == sorted(set(steps)) and steps[-1] == 4  # one writer
+    assert (out / "ckpt" / "4" / "default" / "ocdbt.process_1").is_dir()

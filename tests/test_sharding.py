@@ -124,7 +124,7 @@ def _worker(out_path: str, tmp: str) -> None:
     from scaling.checkpoint import Checkpointer
     from scaling.optim.newton_schulz import newton_schulz
     from scaling.program import Program
-    from scaling.record import RunRecord
+    from scaling.record import RunRecord, checkpoint_scalars
     from scaling.sharding import per_matrix
     from scaling.train import train
 
@@ -229,8 +229,7 @@ def _worker(out_path: str, tmp: str) -> None:
     restored = record.restore(target)
     record.close()
     saved = Checkpointer(Path(tmp) / "mesh" / "ckpt").restore_latest(
-        {"params": get(target.params), "opt_state": get(target.opt_state), "step": jnp.int32(0),
-         "initial_loss": jnp.float32(0), "elapsed_s": jnp.float32(0)})[1]
+        {"params": get(target.params), "opt_state": get(target.opt_state), **checkpoint_scalars(0, 0.0, 0.0)})[1]
     results["restore"] = {
         "step": record.start,
         "equal": all(np.array_equal(np.asarray(x), np.asarray(y))

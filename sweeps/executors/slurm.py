@@ -234,8 +234,9 @@ def _train_run(cfg, out_dir: str) -> dict:
 
 
 def submit_run(cfg, out_dir: str | Path, nodes: int, parameters: dict[str, Any] | None = None,
-               cluster: str | None = None, folder: str | Path | None = None):
+               cluster: str | None = None, folder: str | Path | None = None, port: int | None = None):
     """Submit one run (a scaling.api.Config) trained over `nodes` hosts: one SLURM job of `nodes` nodes,
-    one task each; submitit's logs go to folder (default: <out_dir>/_submitit/<job id>)."""
+    one task each; submitit's logs go to folder (default: <out_dir>/_submitit/<job id>); port: the
+    coordinator's (default: derived from the job id, coordinator_port). Every task returns the summary."""
     folder = Path(out_dir) / "_submitit" if folder is None else Path(folder)
-    return submit_multihost(_train_run, (cfg, str(out_dir)), nodes, folder, parameters, cluster)
+    return submit_multihost(_train_run, (cfg, str(out_dir)), nodes, folder, parameters, cluster, port=port)
