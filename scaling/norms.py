@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from scaling import sharding
+
 
 def _f32(w):
     return jnp.asarray(w, jnp.float32)
@@ -34,12 +36,26 @@ def spectral(w: jax.Array, method: str = "auto", iters: int | None = None) -> ja
     if method == "auto":
         method = "svd" if min(w.shape[-2:]) <= 64 else "lanczos"
     if method == "svd":
-        return jnp.linalg.svd(w, compute_uv=False)[..., 0]
+        return _one_at_a_time(lambda m: jnp.linalg.svd(m, compute_uv=False)[..., 0], w)
     if method == "lanczos":
         return _lanczos_top_singular_value(w, iters or 64)
     if method == "power":
         return _power_top_singular_value(w, iters or 20)
     raise ValueError(f"spectral(method={method!r}) must be 'auto', 'svd', 'lanczos' or 'power'")
+
+
+def _one_at_a_time(fn, x):
+    """fn (a LAPACK call, batched over leading axes: one scalar per matrix) on x's matrices: batched on
+    one device, one matrix after another inside a sharded program (sharding.active). A batched LAPACK
+    call appears to spread its matrices over XLA:CPU's worker threads; in a sharded step whose mesh spans every
+    CPU device of the process those threads all wait in the step's collectives, and the program deadlocks
+    (seen on 4 and 8 fake devices, not with one device spare). One matrix per call is the same LAPACK
+    routine on the same matrix: the values do not change."""
+    if sharding.active() is None:
+        return fn(x)
+    lead = x.shape[:-2]
+    flat = x.reshape((-1,) + x.shape[-2:])
+    return jax.lax.map(fn, flat).reshape(lead)
 
 
 def _gram_side(w):
@@ -91,7 +107,7 @@ def _lanczos_top_singular_value(w, iters):
     i = jnp.arange(m)
     t_MxM = jnp.zeros(lead + (m, m), jnp.float32).at[..., i, i].set(diag_M)
     t_MxM = t_MxM.at[..., i[:-1], i[1:]].set(off_M[..., :-1]).at[..., i[1:], i[:-1]].set(off_M[..., :-1])
-    return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(t_MxM)[..., -1], 0.0))
+    return jnp.sqrt(jnp.maximum(_one_at_a_time(lambda t: jnp.linalg.eigvalsh(t)[..., -1], t_MxM), 0.0))
 
 
 def rms_to_rms(w: jax.Array, method: str = "auto") -> jax.Array:

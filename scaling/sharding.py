@@ -33,10 +33,11 @@ copy of the weights on every device during the step; per-block gathering would n
 constraints inside the model. Without the gather XLA's propagation split activations along the model
 dimension instead and moved 28x more bytes (benchmarks/README.md).
 
-Seen on XLA:CPU (jax 0.10.2, 8 fake devices on a 2-core VM): a train step that computes the norm
-metrics on a mesh of 8 devices with data > 1 never finishes (every thread idle, no collective reported
-stuck; 2 and 4 devices, fsdp=8, and the same step without norms run). tests/test_sharding.py checks
-steps without norms on such meshes and the whole loop, norms included, on data=2 x fsdp=2.
+Seen on XLA:CPU (jax 0.10.2, fake devices on a 2-core VM): a sharded step whose mesh spans every CPU
+device of the process stalled with every thread idle when it made a batched LAPACK call (the norm
+metrics' SVD), on 4 and 8 devices, never with one device spare; norm logging therefore calls LAPACK one
+matrix at a time inside sharded programs (scaling.norms). Manifold Muon's dual ascent on such a mesh
+(data=2 x fsdp=4 of 8) still stalls now and then; with jax_num_cpu_devices one above the mesh it runs.
 """
 
 from __future__ import annotations
