@@ -34,6 +34,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from scaling import data as data_lib
 from scaling import hyper
@@ -112,6 +113,7 @@ def train_runs(cfgs: list[Config], out_dirs: list[str | Path], *, progress: bool
                 raise OwnershipLost(f"{outs[i]}: this process no longer owns the run; not writing its config.json")
             write_json_atomic(outs[i] / "config.json",
                               {**to_dict(cfgs[i]), "_meta": run_meta(cfgs[i], program.specs, dataset)})
+        check_shared_directory(outs[i])
         records.append(RunRecord(cfgs[i], outs[i], may_write=owned, tracking=tracking[i] if tracking and primary
                                  else None, primary=primary))
         states.append(records[-1].restore(program.init_state(jax.random.PRNGKey(cfgs[i].run.seed), cfgs[i])))
@@ -142,6 +144,19 @@ def check_processes(cfg: Config) -> bool:
         raise ConfigError(f"run.mesh={dataclasses.asdict(cfg.run.mesh)} has {cfg.run.mesh.size} devices; a job of "
                           f"{jax.process_count()} processes trains one run over all {jax.device_count()} of its devices")
     return is_primary()
+
+
+def check_shared_directory(out: Path) -> None:
+    """In a job of several processes, refuse (on every process at once, so none waits in a collective)
+    a run directory that some process does not see process 0's config.json in: checkpoints are written
+    by every process into one directory, which must be on a filesystem all hosts share."""
+    if jax.process_count() == 1:
+        return
+    seen = multihost_utils.process_allgather(np.int32((out / "config.json").exists()))
+    if not seen.all():
+        blind = [int(p) for p in np.flatnonzero(seen == 0)]
+        raise ConfigError(f"{out}: process(es) {blind} do not see the config.json process 0 wrote there; a run over "
+                          "several hosts needs its directory on a filesystem they all share")
 
 
 def check_fits_in_memory(cfg: Config, members: int = 1) -> None:

@@ -386,6 +386,17 @@ def test_several_processes_without_a_mesh_exit_2(tmp_path, capsys, no_layout_env
     assert recorded == [] and not out.exists()
 
 
+def test_a_run_directory_the_processes_do_not_share_exits_2_on_every_process(tmp_path):
+    """Each process given its own OUT (as on hosts without a shared filesystem): all of them stop with
+    one message naming the directory, none waits in a collective, nothing is trained."""
+    outs = [tmp_path / "host0" / "run", tmp_path / "host1" / "run"]
+    procs = _train_pair(tmp_path, [("0", outs[0]), ("1", outs[1])])
+    assert [p["code"] for p in procs] == [2, 2]
+    log = (tmp_path / "process-1.log").read_text()
+    assert f"{outs[1]}: process(es) [1] do not see the config.json process 0 wrote" in log, log[-2000:]
+    assert not (outs[0] / "metrics.jsonl").exists() and not (outs[1] / "config.json").exists()
+
+
 def test_a_mesh_short_of_the_jobs_devices_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     """In a job of several processes the run spans every device: a smaller mesh would leave a process
     without a slice of anything it is asked to compute."""
