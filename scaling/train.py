@@ -152,6 +152,7 @@ def check_shared_directory(out: Path) -> None:
     by every process into one directory, which must be on a filesystem all hosts share."""
     if jax.process_count() == 1:
         return
+    multihost_utils.sync_global_devices("scaling-config-written")  # process 0 has written it by now
     seen = multihost_utils.process_allgather(np.int32((out / "config.json").exists()))
     if not seen.all():
         blind = [int(p) for p in np.flatnonzero(seen == 0)]
