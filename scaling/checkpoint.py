@@ -47,10 +47,10 @@ def digest_of(step_dir: Path) -> str:
 def all_finite(tree: Any) -> bool:
     """Whether every float value of tree is finite; arrays spread over several processes are reduced on
     their mesh (each process reads only its shards), so every process gets the same answer."""
-    floats = [leaf for leaf in jax.tree_util.tree_leaves(tree) if np.issubdtype(np.asarray(leaf).dtype
-              if not isinstance(leaf, jax.Array) else leaf.dtype, np.inexact)]
-    spread = [x for x in floats if isinstance(x, jax.Array) and not x.is_fully_addressable]
-    local = [x for x in floats if not (isinstance(x, jax.Array) and not x.is_fully_addressable)]
+    local, spread = [], []  # spread: arrays this process holds only some shards of
+    for x in jax.tree_util.tree_leaves(tree):
+        if np.issubdtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype, np.inexact):
+            (spread if isinstance(x, jax.Array) and not x.is_fully_addressable else local).append(x)
     if not all(np.isfinite(np.asarray(x)).all() for x in local):
         return False
     if not spread:

@@ -77,8 +77,12 @@ class Program:
             return build(key)
         # Built in place on the mesh (each device computes only its shards) from a key every process
         # holds: nothing is placed from one device, which neither fits large models nor spans processes.
-        shardings = self.state_shardings(jax.eval_shape(build, key))
-        return jax.jit(build, out_shardings=shardings)(np.asarray(key))
+        return jax.jit(build, out_shardings=self._state_layout)(np.asarray(key))
+
+    @functools.cached_property
+    def _state_layout(self) -> TrainState:
+        """The shardings of the (K = 1) train state on the layout's mesh (its shapes are the program's)."""
+        return self.state_shardings(jax.eval_shape(lambda: TrainState(*self._abstract_state())))
 
     def state_shardings(self, state: TrainState) -> TrainState:
         """The layout's sharding of every leaf of a (K = 1) train state."""
@@ -152,8 +156,7 @@ class Program:
 
     def _sharded(self) -> Compiled:
         layout = self.layout
-        shapes = jax.eval_shape(lambda: TrainState(*self._abstract_state()))
-        state_sh, rep = self.state_shardings(shapes), layout.replicated
+        state_sh, rep = self._state_layout, layout.replicated
         tokens_sh = layout.batch_sharding((self.cfg.run.batch_size, self.cfg.model.context + 1))
 
         def val_sh(val):
